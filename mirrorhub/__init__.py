@@ -1,0 +1,3 @@
+"""mirrorhub: an HTTP redirect dispatcher for download mirrors."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,3 @@
+from mirrorhub.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,130 @@
+"""SQLAlchemy 2 typed models. Alembic migrations are the schema's source of truth; a test
+checks that these models and the migrations agree on SQLite and PostgreSQL.
+
+Storage rule: origin files are stored once; per mirror only the files that differ from the
+origin (``mirror_file_diffs``) plus scan times, never one row per (file, mirror).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    CheckConstraint,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+class MirrorRow(Base):
+    __tablename__ = "mirrors"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    http_url: Mapped[str | None] = mapped_column(String(512))
+    https_url: Mapped[str | None] = mapped_column(String(512))
+    rsync_url: Mapped[str | None] = mapped_column(String(512))
+    country: Mapped[str | None] = mapped_column(String(2))
+    continent: Mapped[str | None] = mapped_column(String(2))
+    latitude: Mapped[float | None] = mapped_column(Float)
+    longitude: Mapped[float | None] = mapped_column(Float)
+    asn: Mapped[int | None] = mapped_column(BigInteger)
+    networks: Mapped[str] = mapped_column(Text, default="")  # space-separated CIDRs
+    capacity: Mapped[int] = mapped_column(Integer, default=1000)  # Mbit/s
+    enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+    only_own_networks: Mapped[bool] = mapped_column(Boolean, default=False)
+    only_own_asn: Mapped[bool] = mapped_column(Boolean, default=False)
+    only_own_country: Mapped[bool] = mapped_column(Boolean, default=False)
+    only_own_continent: Mapped[bool] = mapped_column(Boolean, default=False)
+    excluded_countries: Mapped[str] = mapped_column(String(512), default="")  # "CN RU"
+    scope: Mapped[str] = mapped_column(Text, default="")  # space-separated prefixes; "" = all
+    contact: Mapped[str] = mapped_column(String(256), default="")
+    notes: Mapped[str] = mapped_column(Text, default="")
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+    __table_args__ = (
+        CheckConstraint("capacity > 0", name="capacity_positive"),
+        CheckConstraint(
+            "http_url IS NOT NULL OR https_url IS NOT NULL", name="has_http_or_https"
+        ),
+    )
+
+
+class MirrorStateRow(Base):
+    """What workers learnt about a mirror. One row per mirror."""
+
+    __tablename__ = "mirror_state"
+
+    mirror_id: Mapped[int] = mapped_column(
+        ForeignKey("mirrors.id", ondelete="CASCADE"), primary_key=True
+    )
+    health: Mapped[str] = mapped_column(String(8), default="unknown")
+    lagging: Mapped[bool] = mapped_column(Boolean, default=False)
+    lag_seconds: Mapped[float | None] = mapped_column(Float)
+    scan_failed: Mapped[bool] = mapped_column(Boolean, default=False)
+    # POSIX seconds: compared with origin_files.changed_at when the index is built
+    last_good_scan: Mapped[float | None] = mapped_column(Float)
+    last_scan_error: Mapped[str] = mapped_column(Text, default="")
+
+
+class OriginFileRow(Base):
+    __tablename__ = "origin_files"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    path: Mapped[str] = mapped_column(String(1024), unique=True)
+    size: Mapped[int] = mapped_column(BigInteger)
+    mtime: Mapped[int] = mapped_column(BigInteger)  # POSIX seconds
+    sha256: Mapped[str | None] = mapped_column(String(64))
+    changed_at: Mapped[float] = mapped_column(Float)  # POSIX seconds
+
+
+class MirrorFileDiffRow(Base):
+    """A file a mirror does not hold in its origin version: missing, wrong size or mtime."""
+
+    __tablename__ = "mirror_file_diffs"
+
+    mirror_id: Mapped[int] = mapped_column(
+        ForeignKey("mirrors.id", ondelete="CASCADE"), primary_key=True
+    )
+    file_id: Mapped[int] = mapped_column(
+        ForeignKey("origin_files.id", ondelete="CASCADE"), primary_key=True
+    )
+    kind: Mapped[str] = mapped_column(String(8))  # "missing" | "size" | "mtime"
+    seen_size: Mapped[int | None] = mapped_column(BigInteger)
+    seen_mtime: Mapped[int | None] = mapped_column(BigInteger)
+
+    __table_args__ = (
+        CheckConstraint("kind IN ('missing', 'size', 'mtime')", name="kind_known"),
+        Index("ix_mirror_file_diffs_file_id", "file_id"),
+    )
+
+
+class IndexVersionRow(Base):
+    """A single counter bumped by every change that the dispatcher index must see."""
+
+    __tablename__ = "index_version"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    version: Mapped[int] = mapped_column(BigInteger, default=0)

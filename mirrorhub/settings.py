@@ -1,0 +1,240 @@
+"""Settings, loaded once from ``MIRRORHUB_*`` variables and an optional TOML file.
+
+Precedence: environment > TOML file > default. The TOML file uses the same names in lower
+case without the prefix (``database_url = "..."``). Nothing else in mirrorhub reads the
+environment; the frozen :class:`Settings` is passed down.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+import os
+import tomllib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from mirrorhub.domain import IPNetwork
+from mirrorhub.errors import SettingsError
+
+PREFIX = "MIRRORHUB_"
+
+DEFAULT_ORIGIN_ONLY = (
+    "Release",
+    "Release.gpg",
+    "InRelease",
+    "Packages*",
+    "Sources*",
+    "Contents-*",
+    "Translation-*",
+    "repomd.xml*",
+    "*.sha256",
+    "*.sha512",
+    "*SUMS",
+    "*SUMS.gpg",
+    "*.asc",
+    "*.sig",
+    "*.db",
+    "*.db.tar.gz",
+    "*.files",
+    "*.files.tar.gz",
+)
+
+
+@dataclass(frozen=True)
+class Settings:
+    database_url: str = "sqlite:///mirrorhub.db"
+    origin_dir: Path | None = None
+    origin_url: str | None = None
+    geoip_city_db: Path | None = None
+    geoip_asn_db: Path | None = None
+    trusted_proxies: tuple[IPNetwork, ...] = ()
+    host: str = "127.0.0.1"
+    port: int = 8080
+    min_redirect_size: int = 4096
+    origin_only_patterns: tuple[str, ...] = DEFAULT_ORIGIN_ONLY
+    distance_band_factor: float = 1.5
+    distance_band_km: float = 500.0
+    link_alternates: int = 4
+    index_refresh_seconds: float = 2.0
+    allow_private_mirrors: bool = False
+    geoip_city_url: str = (
+        "https://download.db-ip.com/free/dbip-city-lite-{year}-{month:02d}.mmdb.gz"
+    )
+    geoip_asn_url: str = "https://download.db-ip.com/free/dbip-asn-lite-{year}-{month:02d}.mmdb.gz"
+    geoip_dir: Path = field(default_factory=lambda: Path("geoip"))
+
+    @property
+    def async_database_url(self) -> str:
+        return async_url(self.database_url)
+
+
+# --- parsers: each raises ValueError with a reason; the loader adds the setting's name ---
+
+
+def _path(value: str) -> Path:
+    if not value:
+        raise ValueError("empty path")
+    return Path(value).expanduser()
+
+
+def _http_url(value: str) -> str:
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"not an http(s) URL: {value!r}")
+    return value if value.endswith("/") else value + "/"
+
+
+def _db_url(value: str) -> str:
+    async_url(value)  # validates
+    return value
+
+
+def _networks(value: str) -> tuple[IPNetwork, ...]:
+    nets = []
+    for item in value.replace(",", " ").split():
+        try:
+            nets.append(ipaddress.ip_network(item, strict=False))
+        except ValueError:
+            raise ValueError(f"not an address or CIDR network: {item!r}") from None
+    return tuple(nets)
+
+
+def _patterns(value: str) -> tuple[str, ...]:
+    return tuple(p for p in value.replace(",", " ").split() if p)
+
+
+def _bool(value: str) -> bool:
+    low = value.strip().lower()
+    if low in ("1", "true", "yes", "on"):
+        return True
+    if low in ("0", "false", "no", "off", ""):
+        return False
+    raise ValueError(f"not a boolean: {value!r} (use true or false)")
+
+
+def _nonneg_int(value: str) -> int:
+    number = int(value)
+    if number < 0:
+        raise ValueError("must not be negative")
+    return number
+
+
+def _port(value: str) -> int:
+    number = int(value)
+    if not 0 < number < 65536:
+        raise ValueError("must be between 1 and 65535")
+    return number
+
+
+def _positive_float(value: str) -> float:
+    number = float(value)
+    if not number > 0:
+        raise ValueError("must be greater than zero")
+    return number
+
+
+def _nonneg_float(value: str) -> float:
+    number = float(value)
+    if not number >= 0:
+        raise ValueError("must not be negative")
+    return number
+
+
+def _band_factor(value: str) -> float:
+    number = float(value)
+    if not number >= 1:
+        raise ValueError("must be at least 1")
+    return number
+
+
+_PARSERS: dict[str, Callable[[str], Any]] = {
+    "database_url": _db_url,
+    "origin_dir": _path,
+    "origin_url": _http_url,
+    "geoip_city_db": _path,
+    "geoip_asn_db": _path,
+    "trusted_proxies": _networks,
+    "host": str,
+    "port": _port,
+    "min_redirect_size": _nonneg_int,
+    "origin_only_patterns": _patterns,
+    "distance_band_factor": _band_factor,
+    "distance_band_km": _nonneg_float,
+    "link_alternates": _nonneg_int,
+    "index_refresh_seconds": _positive_float,
+    "allow_private_mirrors": _bool,
+    "geoip_city_url": str,
+    "geoip_asn_url": str,
+    "geoip_dir": _path,
+}
+
+
+def async_url(url: str) -> str:
+    """Map a plain ``sqlite:///`` or ``postgresql://`` URL to its asyncio driver."""
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        raise ValueError(f"not a database URL: {url!r}")
+    base = scheme.split("+", 1)[0]
+    if base == "sqlite":
+        return f"sqlite+aiosqlite://{rest}"
+    if base in ("postgresql", "postgres"):
+        return f"postgresql+asyncpg://{rest}"
+    raise ValueError(f"unsupported database {scheme!r} (use sqlite:/// or postgresql://)")
+
+
+def env_name(name: str) -> str:
+    return PREFIX + name.upper()
+
+
+def load_settings(
+    environ: Mapping[str, str] | None = None, config_file: Path | None = None
+) -> Settings:
+    """Read settings once; a wrong value raises SettingsError naming the setting."""
+    environ = os.environ if environ is None else environ
+    if config_file is None and environ.get(env_name("config")):
+        config_file = Path(environ[env_name("config")])
+    raw: dict[str, str] = {}
+    if config_file is not None:
+        raw.update(_read_toml(config_file))
+    for name in _PARSERS:
+        if env_name(name) in environ:
+            raw[name] = environ[env_name(name)]
+    unknown = sorted(
+        key[len(PREFIX) :].lower()
+        for key in environ
+        if key.startswith(PREFIX) and key[len(PREFIX) :].lower() not in {*_PARSERS, "config"}
+    )
+    if unknown:
+        raise SettingsError(env_name(unknown[0]), "unknown setting")
+    values: dict[str, Any] = {}
+    for name, text in raw.items():
+        if text == "" and name in ("origin_dir", "origin_url", "geoip_city_db", "geoip_asn_db"):
+            continue  # an empty optional setting means "not set"
+        try:
+            values[name] = _PARSERS[name](text)
+        except ValueError as exc:
+            raise SettingsError(env_name(name), str(exc)) from None
+    return dataclasses.replace(Settings(), **values)
+
+
+def _read_toml(path: Path) -> dict[str, str]:
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise SettingsError("MIRRORHUB_CONFIG", f"cannot read {path}: {exc.strerror}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise SettingsError("MIRRORHUB_CONFIG", f"{path} is not valid TOML: {exc}") from None
+    out: dict[str, str] = {}
+    for key, value in data.items():
+        if key not in _PARSERS:
+            raise SettingsError(f"{path}: {key}", "unknown setting")
+        if isinstance(value, list):
+            value = ",".join(str(v) for v in value)
+        elif isinstance(value, bool):
+            value = "true" if value else "false"
+        out[key] = str(value)
+    return out
