@@ -1,0 +1,286 @@
+"""Mirror selection: filter -> tier -> band -> capacity-weighted pick. Pure functions.
+
+Selection runs in two steps so that the hot path stays cheap:
+
+1. :func:`rank_mirrors` depends only on the client and the request options. It gives every
+   mirror either an :class:`~mirrorhub.domain.Exclusion` that holds for any file (disabled,
+   down, a restriction, ...) or a place in the ranking by (tier, distance). Its result, a
+   :class:`Profile`, is cached per client profile by the index.
+2. :func:`choose` walks that ranking for one file, skips mirrors that are not fresh for it,
+   forms the band of near mirrors within the best tier, and picks one at random weighted by
+   capacity. The same function makes the 302 (``full=False``: stops once it has enough) and
+   the mirror list / JSON views (``full=True``: every mirror classified).
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Container, Sequence
+from dataclasses import dataclass
+
+from mirrorhub.domain import (
+    Candidate,
+    Client,
+    Decision,
+    Exclusion,
+    Health,
+    Location,
+    Mirror,
+    MirrorState,
+    Options,
+    OriginFile,
+    Reason,
+    Tier,
+)
+from mirrorhub.geo import distance_km
+
+# Order in which per-file reasons are reported by kind code stored in the index.
+KIND_MISSING = 0
+KIND_OUTDATED = 1
+
+
+@dataclass(frozen=True, slots=True)
+class Band:
+    """Mirrors within ``factor`` x closest + ``km`` of the closest share the traffic."""
+
+    factor: float = 1.5
+    km: float = 500.0
+
+    def limit(self, closest: float) -> float:
+        return closest * self.factor + self.km
+
+
+@dataclass(frozen=True, slots=True)
+class MirrorSlot:
+    """A mirror as the index holds it: facts precomputed once per index build."""
+
+    idx: int  # position in the index; the key used by per-file difference sets
+    mirror: Mirror
+    state: MirrorState
+    latitude: float | None  # own coordinates, else its country's centroid
+    longitude: float | None
+    static_reason: Reason | None  # excluded for every path and client (disabled, down...)
+
+
+@dataclass(frozen=True, slots=True)
+class Ranked:
+    slot: MirrorSlot
+    tier: Tier
+    distance: float | None
+    base: str  # base URL for this request's scheme
+
+
+@dataclass(frozen=True, slots=True)
+class Profile:
+    """What selection knows about a client before looking at a file."""
+
+    ranked: tuple[Ranked, ...]  # best first
+    excluded: tuple[Exclusion, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class FileFacts:
+    """One origin file and which mirrors lack it (indices and kinds, parallel sequences)."""
+
+    file: OriginFile
+    bad: Sequence[int] | None  # indices of mirrors that hold a different version or none
+    kinds: Sequence[int] | None = None  # KIND_* for each entry of ``bad``
+
+
+def _state_reason(mirror: Mirror, state: MirrorState) -> Reason | None:
+    if not mirror.enabled:
+        return Reason.DISABLED
+    if state.health is Health.DOWN:
+        return Reason.DOWN
+    if state.lagging:
+        return Reason.LAGGING
+    if state.scan_failed:
+        return Reason.SCAN_FAILED
+    if state.last_good_scan is None:
+        return Reason.NOT_SCANNED
+    return None
+
+
+def make_slot(
+    idx: int, mirror: Mirror, state: MirrorState, centroid: tuple[float, float] | None
+) -> MirrorSlot:
+    lat, lon = mirror.latitude, mirror.longitude
+    if (lat is None or lon is None) and centroid is not None:
+        lat, lon = centroid
+    return MirrorSlot(idx, mirror, state, lat, lon, _state_reason(mirror, state))
+
+
+def _restriction_reason(
+    mirror: Mirror, real: Location, in_own_network: bool, options: Options
+) -> Reason | None:
+    r = mirror.restrictions
+    if real.country is not None and real.country in r.excluded_countries:
+        return Reason.COUNTRY_EXCLUDED
+    if r.only_own_networks and not in_own_network:
+        return Reason.NOT_OWN_NETWORK
+    if r.only_own_asn and (real.asn is None or real.asn != mirror.asn):
+        return Reason.NOT_OWN_ASN
+    if r.only_own_country and (real.country is None or real.country != mirror.country):
+        return Reason.NOT_OWN_COUNTRY
+    if r.only_own_continent and (real.continent is None or real.continent != mirror.continent):
+        return Reason.NOT_OWN_CONTINENT
+    if mirror.country is not None and mirror.country in options.avoid:
+        return Reason.AVOIDED
+    return None
+
+
+def _tier(mirror: Mirror, loc: Location, in_own_network: bool) -> Tier:
+    if in_own_network:
+        return Tier.NETWORK
+    if loc.asn is not None and loc.asn == mirror.asn:
+        return Tier.ASN
+    if loc.country is not None and loc.country == mirror.country:
+        return Tier.COUNTRY
+    if loc.continent is not None and loc.continent == mirror.continent:
+        return Tier.CONTINENT
+    return Tier.WORLD
+
+
+def rank_mirrors(
+    slots: Sequence[MirrorSlot],
+    client: Client,
+    options: Options,
+    network_members: Container[int],
+    effective: Location | None = None,
+) -> Profile:
+    """Classify every mirror for this client, independent of any file.
+
+    ``network_members`` holds the indices of mirrors whose networks contain the client's
+    address. ``effective`` is the location used for tiers and distance (the ``?country=``
+    override); restrictions always use the client's real location.
+    """
+    real = client.location
+    loc = real if effective is None else effective
+    overridden = effective is not None
+    needs_https = options.needs_https
+    ranked: list[tuple[tuple[int, float, int], Ranked]] = []
+    excluded: list[Exclusion] = []
+    for slot in slots:
+        mirror = slot.mirror
+        own_net = slot.idx in network_members
+        reason = slot.static_reason or _restriction_reason(mirror, real, own_net, options)
+        base = mirror.https_url if needs_https else (mirror.http_url or mirror.https_url)
+        if reason is None and base is None:
+            reason = Reason.NO_SCHEME
+        if reason is not None:
+            excluded.append(Exclusion(mirror, reason))
+            continue
+        assert base is not None
+        # An override stands for "an unknown address in that country": no network/AS tier.
+        tier = _tier(mirror, loc, own_net and not overridden)
+        if overridden and tier <= Tier.ASN:
+            tier = _tier(mirror, Location(loc.country, loc.continent), False)
+        distance = None
+        if (
+            loc.latitude is not None
+            and loc.longitude is not None
+            and slot.latitude is not None
+            and slot.longitude is not None
+        ):
+            distance = distance_km(loc.latitude, loc.longitude, slot.latitude, slot.longitude)
+        key = (int(tier), float("inf") if distance is None else distance, slot.idx)
+        ranked.append((key, Ranked(slot, tier, distance, base)))
+    ranked.sort(key=lambda item: item[0])
+    return Profile(tuple(r for _, r in ranked), tuple(excluded))
+
+
+def file_reason(
+    slot: MirrorSlot, facts: FileFacts, confirmed_at: float | None = None
+) -> Reason | None:
+    """Why this mirror cannot serve this exact file, or None when it is fresh."""
+    f = facts.file
+    scope = slot.mirror.scope
+    if scope and not f.path.startswith(scope):
+        return Reason.OUT_OF_SCOPE
+    bad = facts.bad
+    if bad is not None and slot.idx in bad:
+        kinds = facts.kinds
+        if kinds is not None and kinds[bad.index(slot.idx)] == KIND_MISSING:
+            return Reason.MISSING
+        return Reason.OUTDATED
+    last = slot.state.last_good_scan
+    if last is None or last < f.changed_at:
+        if confirmed_at is None or confirmed_at < f.changed_at:
+            return Reason.STALE
+    return None
+
+
+def choose(
+    profile: Profile,
+    facts: FileFacts,
+    quoted_path: str,
+    rng: random.Random,
+    *,
+    band: Band,
+    alternates: int,
+    full: bool,
+    client: Client,
+    options: Options,
+    confirmations: dict[int, float] | None = None,
+) -> Decision:
+    """Pick a mirror for one file. ``quoted_path`` is the path already %-encoded."""
+    band_members: list[Ranked] = []
+    others: list[Ranked] = []
+    excluded: list[Exclusion] = list(profile.excluded) if full else []
+    best_tier: Tier | None = None
+    band_limit: float | None = None
+    band_closed = False
+    for r in profile.ranked:
+        confirmed = confirmations.get(r.slot.idx) if confirmations else None
+        reason = file_reason(r.slot, facts, confirmed)
+        if reason is not None:
+            if full:
+                excluded.append(Exclusion(r.slot.mirror, reason))
+            continue
+        if best_tier is None:
+            best_tier = r.tier
+            band_limit = None if r.distance is None else band.limit(r.distance)
+            band_members.append(r)
+            continue
+        if not band_closed and r.tier == best_tier and _in_band(r.distance, band_limit):
+            band_members.append(r)
+            continue
+        band_closed = True
+        others.append(r)
+        if not full and len(others) >= alternates:
+            break
+    if not band_members:
+        return Decision(
+            facts.file.path, facts.file, client, options, None, (), tuple(excluded), None
+        )
+    total = float(sum(r.slot.mirror.capacity for r in band_members))
+    pick = rng.random() * total
+    chosen_index = len(band_members) - 1
+    acc = 0.0
+    for i, r in enumerate(band_members):
+        acc += r.slot.mirror.capacity
+        if pick < acc:
+            chosen_index = i
+            break
+    chosen = band_members[chosen_index]
+    rest = band_members[:chosen_index] + band_members[chosen_index + 1 :]
+    rest.sort(key=lambda r: -r.slot.mirror.capacity)
+
+    def candidate(r: Ranked, in_band: bool) -> Candidate:
+        share = r.slot.mirror.capacity / total if in_band else 0.0
+        return Candidate(r.slot.mirror, r.base + quoted_path, r.tier, r.distance, share)
+
+    ranked = [candidate(chosen, True)]
+    ranked.extend(candidate(r, True) for r in rest)
+    ranked.extend(candidate(r, False) for r in others)
+    if not full:
+        ranked = ranked[: alternates + 1]
+    return Decision(
+        facts.file.path, facts.file, client, options, ranked[0], tuple(ranked), tuple(excluded)
+    )
+
+
+def _in_band(distance: float | None, limit: float | None) -> bool:
+    if limit is None:  # no distance information for the closest: the whole tier shares
+        return True
+    return distance is not None and distance <= limit

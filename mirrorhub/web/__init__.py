@@ -1,0 +1,1 @@
+"""HTTP layer: the redirect hot path and the pages under /-/."""

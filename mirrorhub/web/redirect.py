@@ -1,0 +1,229 @@
+"""The hot path: a thin ASGI layer answering published paths with a 302 to a mirror.
+
+Per request it validates the path, finds the client address and location, looks the file up
+in the in-memory index, lets selection decide, and renders the 302. No SQL, no file-system
+access and no template rendering on a redirect. Everything under ``/-/`` goes to the inner
+app (pages, API, assets). This module must never import the database layer, the admin, the
+workers or jinja2; a layering test guards that.
+"""
+
+from __future__ import annotations
+
+import base64
+import random
+from collections.abc import Awaitable, Callable, MutableMapping
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import parse_qsl
+
+from mirrorhub import countries
+from mirrorhub.domain import Client, Decision, Options, Scheme
+from mirrorhub.errors import InvalidPath
+from mirrorhub.geo import GeoLocator, resolve_client
+from mirrorhub.index import IndexHolder
+from mirrorhub.paths import normalize_path, quote_path
+from mirrorhub.settings import Settings
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+MAX_LINK_LINE = 350  # old APT breaks on header lines of 360 bytes or more
+_NO_STORE = (b"cache-control", b"private, no-store")
+_TEXT = (b"content-type", b"text/plain; charset=utf-8")
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    """What the hot path extracted from one ASGI request."""
+
+    path: str  # normalised published path
+    client: Client
+    options: Options
+    head: bool
+
+
+class BadRequest(Exception):
+    pass
+
+
+class Dispatcher:
+    """The outermost ASGI app. ``inner`` serves ``/-/`` and lifespan events.
+
+    ``origin`` answers requests that must come from the origin (no fresh mirror, small or
+    origin-only files, directories); ``views`` renders alternative views of a Decision
+    (``?json`` ...). Both are injected so this module stays free of their dependencies.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        holder: IndexHolder,
+        geo: GeoLocator,
+        inner: ASGIApp,
+        origin: OriginHandler,
+        rng: random.Random | None = None,
+        views: ViewHandler | None = None,
+    ) -> None:
+        self.settings = settings
+        self.holder = holder
+        self.geo = geo
+        self.inner = inner
+        self.origin = origin
+        self.views = views
+        self.rng = rng or random.Random()
+        self.trusted = settings.trusted_proxies
+        self.max_links = settings.link_alternates
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"].startswith("/-/") or scope["path"] == "/-":
+            await self.inner(scope, receive, send)
+            return
+        method = scope["method"]
+        if method != "GET" and method != "HEAD":
+            await _plain(send, 405, b"method not allowed\n", [(b"allow", b"GET, HEAD")])
+            return
+        try:
+            request = self.parse(scope)
+        except (InvalidPath, BadRequest) as exc:
+            await _plain(send, 400, f"bad request: {exc}\n".encode())
+            return
+        index = self.holder.current
+        pos = index.lookup(request.path)
+        if pos is None:
+            if index.is_dir(request.path):
+                await self.origin.directory(request, scope, receive, send)
+            else:
+                await _plain(send, 404, b"not found\n", head=request.head)
+            return
+        view = _view_name(scope, self.views.names) if self.views is not None else None
+        decision = index.decide(pos, request.client, request.options, self.rng, full=bool(view))
+        if view is not None and self.views is not None:
+            await self.views.render(view, decision, index.sha256_digest(pos), scope, send)
+            return
+        chosen = decision.chosen
+        if chosen is None:
+            await self.origin.file(request, decision, scope, receive, send)
+            return
+        headers = [
+            (b"location", chosen.url.encode("ascii")),
+            _NO_STORE,
+            (b"content-length", b"0"),
+            (b"x-mirrorhub-mirror", chosen.mirror.name.encode("ascii", "replace")),
+        ]
+        headers.extend(link_headers(decision, self.max_links))
+        digest = index.sha256_digest(pos)
+        if digest is not None:
+            headers.append((b"digest", b"SHA-256=" + base64.b64encode(digest)))
+        await send({"type": "http.response.start", "status": 302, "headers": headers})
+        await send({"type": "http.response.body", "body": b""})
+
+    def parse(self, scope: Scope) -> Request:
+        path = normalize_path(scope["path"])
+        peer = scope.get("client")
+        addr = resolve_client(peer[0] if peer else None, scope["headers"], self.trusted)
+        scheme = Scheme.HTTPS if scope.get("scheme") == "https" else Scheme.HTTP
+        if addr.forwarded_proto is not None:
+            scheme = Scheme.HTTPS if addr.forwarded_proto == "https" else Scheme.HTTP
+        query = scope.get("query_string", b"")
+        options = _options(query, scheme) if query else Options(scheme=scheme)
+        client = Client(addr.address, self.geo.locate(addr.address))
+        return Request(path, client, options, scope["method"] == "HEAD")
+
+
+class OriginHandler:
+    """Interface for answering from the origin; see mirrorhub.web.origin."""
+
+    async def file(
+        self, request: Request, decision: Decision, scope: Scope, receive: Receive, send: Send
+    ) -> None:
+        raise NotImplementedError
+
+    async def directory(self, request: Request, scope: Scope, receive: Receive, send: Send) -> None:
+        raise NotImplementedError
+
+
+class ViewHandler:
+    """Interface for rendering a Decision other than as a 302; see mirrorhub.web.views."""
+
+    names: frozenset[str] = frozenset()
+
+    async def render(
+        self, view: str, decision: Decision, digest: bytes | None, scope: Scope, send: Send
+    ) -> None:
+        raise NotImplementedError
+
+
+def _view_name(scope: Scope, names: frozenset[str]) -> str | None:
+    """``?json``-style parameters or an Accept header ask for a view instead of a 302."""
+    query: bytes = scope.get("query_string", b"")
+    if query:
+        for name, _ in parse_qsl(query.decode("latin-1"), keep_blank_values=True):
+            if name in names:
+                return name
+    for key, value in scope["headers"]:
+        if key == b"accept":
+            if b"application/json" in value and "json" in names:
+                return "json"
+            if b"application/metalink4+xml" in value and "meta4" in names:
+                return "meta4"
+    return None
+
+
+def _options(query: bytes, scheme: Scheme) -> Options:
+    try:
+        pairs = parse_qsl(query.decode("ascii"), keep_blank_values=True, strict_parsing=False)
+    except UnicodeDecodeError:
+        raise BadRequest("query string is not ASCII") from None
+    country: str | None = None
+    avoid: frozenset[str] = frozenset()
+    https_only = False
+    for name, value in pairs:
+        if name == "country":
+            country = _country(value)
+        elif name == "avoid":
+            avoid = frozenset(_country(v) for v in value.split(",") if v)
+        elif name == "https":
+            if value not in ("", "0", "1", "true", "false", "yes", "no"):
+                raise BadRequest("https must be 0 or 1")
+            https_only = value in ("", "1", "true", "yes")
+    return Options(scheme=scheme, https_only=https_only, country=country, avoid=avoid)
+
+
+def _country(value: str) -> str:
+    code = value.strip().upper()
+    if not countries.is_country(code):
+        raise BadRequest("not an ISO 3166 country code")
+    return code
+
+
+def link_headers(decision: Decision, limit: int) -> list[tuple[bytes, bytes]]:
+    """RFC 6249 ``Link: rel=duplicate`` lines, one per mirror, each kept short for old APT."""
+    out = []
+    for pri, cand in enumerate(decision.ranked[: limit + 1], start=1):
+        value = f"<{cand.url}>; rel=duplicate; pri={pri}"
+        if cand.mirror.country:
+            value += f"; geo={cand.mirror.country.lower()}"
+        if len(value) + len("Link: ") < MAX_LINK_LINE:
+            out.append((b"link", value.encode("ascii")))
+    return out
+
+
+async def _plain(
+    send: Send,
+    status: int,
+    body: bytes,
+    extra: list[tuple[bytes, bytes]] | None = None,
+    head: bool = False,
+) -> None:
+    headers = [_TEXT, _NO_STORE, (b"content-length", str(len(body)).encode())]
+    if extra:
+        headers.extend(extra)
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": b"" if head else body})
+
+
+def origin_location(origin_url: str, path: str) -> bytes:
+    return (origin_url + quote_path(path)).encode("ascii")
