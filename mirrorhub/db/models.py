@@ -87,6 +87,16 @@ class MirrorStateRow(Base):
     # POSIX seconds: compared with origin_files.changed_at when the index is built
     last_good_scan: Mapped[float | None] = mapped_column(Float)
     last_scan_error: Mapped[str] = mapped_column(Text, default="")
+    scan_failures: Mapped[int] = mapped_column(Integer, default=0)  # consecutive
+    tz_offset: Mapped[int] = mapped_column(Integer, default=0)  # seconds, from HTTP listings
+    probe_failures: Mapped[int] = mapped_column(Integer, default=0)  # consecutive
+    probe_successes: Mapped[int] = mapped_column(Integer, default=0)  # consecutive
+    last_probe_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    last_probe_error: Mapped[str] = mapped_column(String(256), default="")
+    trace_time: Mapped[float | None] = mapped_column(Float)  # what the mirror's trace file says
+    trace_checked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    next_scan_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    next_probe_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
 
 class OriginFileRow(Base):
@@ -128,3 +138,61 @@ class IndexVersionRow(Base):
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     version: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
+class MirrorScanRow(Base):
+    """One mirror scan: when, how, what it found, and why it failed if it did."""
+
+    __tablename__ = "mirror_scans"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    mirror_id: Mapped[int] = mapped_column(ForeignKey("mirrors.id", ondelete="CASCADE"))
+    started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    duration_seconds: Mapped[float] = mapped_column(Float)
+    method: Mapped[str] = mapped_column(String(8))  # "rsync" | "http"
+    ok: Mapped[bool] = mapped_column(Boolean)
+    files_seen: Mapped[int] = mapped_column(Integer, default=0)
+    files_matching: Mapped[int] = mapped_column(Integer, default=0)
+    missing: Mapped[int] = mapped_column(Integer, default=0)
+    outdated: Mapped[int] = mapped_column(Integer, default=0)
+    extra: Mapped[int] = mapped_column(Integer, default=0)
+    tz_offset: Mapped[int] = mapped_column(Integer, default=0)  # seconds, HTTP listings only
+    error: Mapped[str] = mapped_column(Text, default="")
+
+    __table_args__ = (Index("ix_mirror_scans_mirror_started", "mirror_id", "started_at"),)
+
+
+class ProbeResultRow(Base):
+    """One health probe of one scheme of a mirror (bounded retention, downsampled)."""
+
+    __tablename__ = "probe_results"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    mirror_id: Mapped[int] = mapped_column(ForeignKey("mirrors.id", ondelete="CASCADE"))
+    scheme: Mapped[str] = mapped_column(String(8))  # "http" | "https"
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    ok: Mapped[bool] = mapped_column(Boolean)
+    status: Mapped[int | None] = mapped_column(Integer)  # HTTP status when one came back
+    latency_ms: Mapped[float | None] = mapped_column(Float)
+    error: Mapped[str] = mapped_column(String(256), default="")  # classified: refused, timeout...
+    samples: Mapped[int] = mapped_column(Integer, default=1)  # >1 once downsampled
+
+    __table_args__ = (Index("ix_probe_results_mirror_at", "mirror_id", "at"),)
+
+
+class MirrorFileConfirmationRow(Base):
+    """A targeted re-check saw the origin's current version of a file on a mirror.
+
+    Only files changed since the mirror's last good scan get rows; the next good scan
+    clears the mirror's rows, so the table stays small (storage rule).
+    """
+
+    __tablename__ = "mirror_file_confirmations"
+
+    mirror_id: Mapped[int] = mapped_column(
+        ForeignKey("mirrors.id", ondelete="CASCADE"), primary_key=True
+    )
+    file_id: Mapped[int] = mapped_column(
+        ForeignKey("origin_files.id", ondelete="CASCADE"), primary_key=True
+    )
+    checked_at: Mapped[float] = mapped_column(Float)  # POSIX seconds

@@ -1,0 +1,108 @@
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import random
+
+from mirrorhub.domain import Client, Health, Location, Mirror, MirrorState, Options, OriginReason, Reason
+from mirrorhub.index import IndexConfig, IndexHolder, IndexSource, build_index, empty_index, refresh_once
+
+UP = MirrorState(Health.UP, last_good_scan=1000.0)
+
+
+def m(i: int, **kw: object) -> Mirror:
+    return Mirror(id=i, name=f"m{i}", http_url=f"http://m{i}.example/", https_url=None, **kw)  # type: ignore[arg-type]
+
+
+FILES = [
+    (11, "pub/a.iso", 10_000, 1, "00" * 32, 10.0),
+    (12, "pub/sub/b.iso", 20_000, 2, None, 10.0),
+    (13, "pub/Release", 50_000, 3, None, 10.0),
+    (14, "tiny.txt", 10, 4, None, 10.0),
+]
+CONFIG = IndexConfig(min_redirect_size=100, origin_only_patterns=("Release", "*.sha256"))
+CLIENT = Client(ipaddress.ip_address("198.51.100.7"), Location())
+
+
+def source(**kw: object) -> IndexSource:
+    base: dict[str, object] = {
+        "version": 3,
+        "mirrors": [(m(1), UP), (m(2), UP)],
+        "files": FILES,
+        "diffs": [(1, 11), (2, 11), (2, 12)],
+        "missing_kinds": [(1, 11)],
+    }
+    base.update(kw)
+    return IndexSource(**base)  # type: ignore[arg-type]
+
+
+def test_lookup_dirs_and_file_facts() -> None:
+    idx = build_index(source(), CONFIG, clock=lambda: 5.0)
+    assert len(idx) == 4 and idx.version == 3 and idx.built_at == 5.0
+    pos = idx.lookup("pub/a.iso")
+    assert pos is not None and idx.lookup("pub/nope") is None
+    f = idx.origin_file(pos)
+    assert (f.size, f.sha256) == (10_000, "00" * 32)
+    assert idx.is_dir("pub") and idx.is_dir("pub/") and idx.is_dir("pub/sub/") and idx.is_dir("")
+    assert not idx.is_dir("pub/a.iso")
+
+
+def test_difference_sets_and_reasons() -> None:
+    idx = build_index(source(), CONFIG)
+    d = idx.decide(idx.lookup("pub/a.iso"), CLIENT, Options(), random.Random(1), full=True)  # type: ignore[arg-type]
+    assert d.chosen is None and d.origin_reason is OriginReason.NO_FRESH_MIRROR
+    assert {e.mirror.name: e.reason for e in d.excluded} == {"m1": Reason.MISSING, "m2": Reason.OUTDATED}
+    d = idx.decide(idx.lookup("pub/sub/b.iso"), CLIENT, Options(), random.Random(1), full=False)  # type: ignore[arg-type]
+    assert d.chosen is not None and d.chosen.url == "http://m1.example/pub/sub/b.iso"
+
+
+def test_small_and_origin_only_files_go_to_the_origin() -> None:
+    idx = build_index(source(diffs=[]), CONFIG)
+    for path, reason in (("pub/Release", OriginReason.ORIGIN_ONLY), ("tiny.txt", OriginReason.TOO_SMALL)):
+        d = idx.decide(idx.lookup(path), CLIENT, Options(), random.Random(1), full=False)  # type: ignore[arg-type]
+        assert d.chosen is None and d.origin_reason is reason
+
+
+def test_more_than_255_mirrors_use_wide_difference_sets() -> None:
+    mirrors = [(m(i), UP) for i in range(1, 301)]
+    diffs = [(i, 11) for i in range(1, 300)]  # only m300 holds a.iso
+    idx = build_index(source(mirrors=mirrors, diffs=diffs, missing_kinds=[]), CONFIG)
+    d = idx.decide(idx.lookup("pub/a.iso"), CLIENT, Options(), random.Random(1), full=True)  # type: ignore[arg-type]
+    assert d.chosen is not None and d.chosen.mirror.name == "m300"
+    assert len(d.excluded) == 299
+
+
+def test_confirmation_makes_a_stale_mirror_fresh() -> None:
+    files = [(11, "pub/a.iso", 10_000, 1, None, 2000.0)]  # changed after the last scan (1000)
+    idx = build_index(source(files=files, diffs=[], missing_kinds=[], confirmations=[(2, 11, 2001.0)]), CONFIG)
+    d = idx.decide(0, CLIENT, Options(), random.Random(1), full=True)
+    assert d.chosen is not None and d.chosen.mirror.name == "m2"
+    assert {e.mirror.name: e.reason for e in d.excluded} == {"m1": Reason.STALE}
+
+
+def test_refresh_keeps_last_good_index_when_the_database_fails() -> None:
+    holder = IndexHolder(build_index(source(), CONFIG))
+
+    async def version() -> int:
+        raise OSError("connection refused")
+
+    async def load() -> IndexSource:
+        raise AssertionError("not reached")
+
+    swapped = asyncio.run(refresh_once(holder, version, load, CONFIG))
+    assert not swapped and holder.current.version == 3
+    assert holder.last_error is not None and "connection refused" in holder.last_error
+
+
+def test_refresh_swaps_when_the_version_moves() -> None:
+    holder = IndexHolder(empty_index(CONFIG))
+
+    async def version() -> int:
+        return 3
+
+    async def load() -> IndexSource:
+        return source()
+
+    assert asyncio.run(refresh_once(holder, version, load, CONFIG))
+    assert holder.current.version == 3 and holder.database_ok
+    assert not asyncio.run(refresh_once(holder, version, load, CONFIG))
