@@ -36,7 +36,6 @@ class OriginServer(OriginHandler):
         response = FileResponse(
             local,
             headers={"cache-control": "no-cache", "x-mirrorhub-origin": reason},
-            method=scope["method"],
         )
         await response(scope, receive, send)
 

@@ -1,0 +1,222 @@
+"""The hot path in-process: status codes, headers, proxies, overrides and origin fallbacks."""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import hashlib
+import ipaddress
+import random
+from pathlib import Path
+
+import httpx
+import pytest
+from starlette.applications import Starlette
+from starlette.responses import PlainTextResponse
+from starlette.routing import Route
+
+from mirrorhub.domain import Health, Mirror, MirrorState
+from mirrorhub.geo import GeoLocator
+from mirrorhub.index import IndexConfig, IndexHolder, IndexSource, build_index
+from mirrorhub.selection import Band
+from mirrorhub.settings import Settings
+from mirrorhub.web.origin import OriginServer
+from mirrorhub.web.redirect import Dispatcher
+from mirrorhub.web.views import Views
+from tests.geo_helpers import build_asn, build_city
+
+UP = MirrorState(Health.UP, last_good_scan=1000.0)
+ISO = b"x" * 10_000
+SHA = hashlib.sha256(ISO).hexdigest()
+
+MIRRORS = [
+    Mirror(1, "de1", "http://de1.example/pub/", "https://de1.example/pub/", country="DE",
+           continent="EU", latitude=52.5, longitude=13.4),
+    Mirror(2, "fr1", "http://fr1.example:8080/", None, country="FR", continent="EU",
+           latitude=48.9, longitude=2.3),
+    Mirror(3, "us1", "http://us1.example/m/", "https://us1.example/m/", country="US",
+           continent="NA", latitude=40.7, longitude=-74.0),
+]  # fmt: skip
+FILES = [
+    (1, "pub/x.iso", len(ISO), 1, SHA, 10.0),
+    (2, "pub/only-us.iso", 10_000, 1, None, 10.0),
+    (3, "pub/Release", 10_000, 1, None, 10.0),
+    (4, "pub/a b+ü@.iso", 10_000, 1, None, 10.0),
+    (5, "small.txt", 5, 1, None, 10.0),
+    (6, "pub/nowhere.iso", 10_000, 1, None, 10.0),
+]
+DIFFS = [(1, 2), (2, 2), (1, 6), (2, 6), (3, 6)]
+
+
+@pytest.fixture
+def geo(tmp_path: Path) -> GeoLocator:
+    return GeoLocator(build_city(tmp_path / "city.mmdb"), build_asn(tmp_path / "asn.mmdb"))
+
+
+def make_app(geo: GeoLocator, tmp_path: Path, **settings_kw: object) -> Dispatcher:
+    origin = tmp_path / "origin"
+    (origin / "pub").mkdir(parents=True, exist_ok=True)
+    (origin / "small.txt").write_bytes(b"tiny\n")
+    (origin / "pub" / "Release").write_bytes(b"r" * 10_000)
+    base: dict[str, object] = {"origin_dir": origin, "min_redirect_size": 100}
+    base.update(settings_kw)
+    settings = dataclasses.replace(Settings(), **base)
+    config = IndexConfig(Band(1.5, 500), 4, settings.min_redirect_size, settings.origin_only_patterns)
+    source = IndexSource(1, [(m, UP) for m in MIRRORS], FILES, DIFFS)
+    holder = IndexHolder(build_index(source, config))
+    inner = Starlette(routes=[Route("/-/ping", lambda r: PlainTextResponse("pong"))])
+    return Dispatcher(settings, holder, geo, inner, OriginServer(settings), random.Random(3), Views())
+
+
+def client(app: Dispatcher, peer: str = "192.0.2.10", scheme: str = "http") -> httpx.AsyncClient:
+    transport = httpx.ASGITransport(app=app, client=(peer, 1234))
+    return httpx.AsyncClient(transport=transport, base_url=f"{scheme}://dl.example")
+
+
+async def test_redirects_to_the_nearest_fresh_mirror(geo: GeoLocator, tmp_path: Path) -> None:
+    async with client(make_app(geo, tmp_path)) as c:  # 192.0.2.10 is in Berlin
+        r = await c.get("/pub/x.iso")
+    assert r.status_code == 302
+    assert r.headers["location"] == "http://de1.example/pub/pub/x.iso"
+    assert r.headers["cache-control"] == "private, no-store"
+    assert r.headers["x-mirrorhub-mirror"] == "de1"
+    assert r.headers["digest"] == "SHA-256=" + base64.b64encode(bytes.fromhex(SHA)).decode()
+    links = r.headers.get_list("link")
+    assert links[0] == "<http://de1.example/pub/pub/x.iso>; rel=duplicate; pri=1; geo=de"
+    assert all(len(f"Link: {v}") < 360 for v in links) and len(links) == 3
+
+
+async def test_head_is_a_redirect_too(geo: GeoLocator, tmp_path: Path) -> None:
+    async with client(make_app(geo, tmp_path)) as c:
+        r = await c.head("/pub/x.iso", headers={"range": "bytes=0-10", "if-none-match": "x"})
+    assert r.status_code == 302 and r.content == b""
+
+
+async def test_mirror_lacking_the_file_is_never_chosen(geo: GeoLocator, tmp_path: Path) -> None:
+    async with client(make_app(geo, tmp_path)) as c:
+        for _ in range(20):
+            r = await c.get("/pub/only-us.iso")
+            assert r.headers["location"] == "http://us1.example/m/pub/only-us.iso"
+
+
+async def test_paths_are_quoted_and_stay_on_the_mirror(geo: GeoLocator, tmp_path: Path) -> None:
+    async with client(make_app(geo, tmp_path)) as c:
+        r = await c.get("/pub/a%20b+%C3%BC@.iso")
+    assert r.headers["location"] == "http://de1.example/pub/pub/a%20b%2B%C3%BC%40.iso"
+
+
+@pytest.mark.parametrize(
+    "raw",
+    ["/pub/../etc/passwd", "//evil.example/x", "/pub//x.iso", "/pub/%5Cx", "/pub/%00x",
+     "/pub/%0Ax", "/" + "a" * 2000, "/pub/%ff.iso"],
+)  # fmt: skip
+async def test_malformed_paths_get_400(geo: GeoLocator, tmp_path: Path, raw: str) -> None:
+    # Called with a raw scope: HTTP clients would remove dot segments before sending.
+    from urllib.parse import unquote
+
+    app = make_app(geo, tmp_path)
+    sent: list[dict[str, object]] = []
+
+    async def receive() -> dict[str, object]:
+        return {"type": "http.request", "body": b""}
+
+    async def send(message: dict[str, object]) -> None:
+        sent.append(message)
+
+    scope = {
+        "type": "http", "method": "GET", "path": unquote(raw, errors="replace"),
+        "raw_path": raw.encode(), "query_string": b"", "headers": [],
+        "client": ("192.0.2.10", 1), "scheme": "http",
+    }  # fmt: skip
+    await app(scope, receive, send)  # type: ignore[arg-type]
+    start = sent[0]
+    assert start["status"] == 400
+    assert all(k != b"location" for k, _ in start["headers"])  # type: ignore[attr-defined]
+
+
+async def test_unknown_is_404_and_other_methods_405(geo: GeoLocator, tmp_path: Path) -> None:
+    async with client(make_app(geo, tmp_path)) as c:
+        assert (await c.get("/pub/nope.iso")).status_code == 404
+        r = await c.post("/pub/x.iso")
+        assert r.status_code == 405 and r.headers["allow"] == "GET, HEAD"
+        assert (await c.get("/-/ping")).text == "pong"
+
+
+async def test_untrusted_forwarded_for_is_ignored(geo: GeoLocator, tmp_path: Path) -> None:
+    # 198.51.100.0/24 is Japan; the untrusted Berlin peer cannot claim it.
+    async with client(make_app(geo, tmp_path)) as c:
+        r = await c.get("/pub/x.iso", headers={"x-forwarded-for": "2001:db8::1"})
+    assert r.headers["x-mirrorhub-mirror"] == "de1"
+
+
+async def test_trusted_proxy_forwards_client_and_https(geo: GeoLocator, tmp_path: Path) -> None:
+    app = make_app(geo, tmp_path, trusted_proxies=(ipaddress.ip_network("10.0.0.0/8"),))
+    async with client(app, peer="10.1.2.3") as c:
+        r = await c.get(
+            "/pub/x.iso",
+            headers={"x-forwarded-for": "192.0.2.10, 2001:db8::1", "x-forwarded-proto": "https"},
+        )
+    # The rightmost untrusted address is the New York one, and HTTPS is required.
+    assert r.headers["location"] == "https://us1.example/m/pub/x.iso"
+
+
+async def test_https_request_only_goes_to_https_mirrors(geo: GeoLocator, tmp_path: Path) -> None:
+    async with client(make_app(geo, tmp_path), peer="192.0.2.200", scheme="https") as c:
+        r = await c.get("/pub/x.iso")  # Paris client, but fr1 has no HTTPS
+    assert r.headers["location"].startswith("https://de1.example/")
+
+
+async def test_query_overrides(geo: GeoLocator, tmp_path: Path) -> None:
+    async with client(make_app(geo, tmp_path)) as c:
+        r = await c.get("/pub/x.iso?country=us")
+        assert r.headers["x-mirrorhub-mirror"] == "us1"
+        r = await c.get("/pub/x.iso?avoid=DE,FR")
+        assert r.headers["x-mirrorhub-mirror"] == "us1"
+        r = await c.get("/pub/x.iso?https=1")
+        assert r.headers["location"].startswith("https://de1.example/")
+        assert (await c.get("/pub/x.iso?country=XX")).status_code == 400
+        assert (await c.get("/pub/x.iso?https=maybe")).status_code == 400
+
+
+async def test_origin_fallbacks_redirect_to_origin_url(geo: GeoLocator, tmp_path: Path) -> None:
+    app = make_app(geo, tmp_path, origin_url="https://origin.example/pub/")
+    async with client(app) as c:
+        for path, reason in [
+            ("/pub/Release", "matches an origin-only pattern"),
+            ("/small.txt", "smaller than the redirect threshold"),
+            ("/pub/nowhere.iso", "no fresh mirror"),
+        ]:
+            r = await c.get(path)
+            assert r.status_code == 302
+            assert r.headers["location"] == "https://origin.example/pub/" + path[1:]
+            assert r.headers["x-mirrorhub-origin"] == reason
+        r = await c.get("/pub/")
+        assert r.headers["location"] == "https://origin.example/pub/pub/"
+
+
+async def test_origin_files_are_served_locally_without_origin_url(
+    geo: GeoLocator, tmp_path: Path
+) -> None:
+    async with client(make_app(geo, tmp_path)) as c:
+        r = await c.get("/small.txt")
+        assert r.status_code == 200 and r.content == b"tiny\n"
+        r = await c.get("/pub/Release", headers={"range": "bytes=0-3"})
+        assert r.status_code == 206 and r.content == b"rrrr"
+        # Known to the index but absent locally and on every mirror: retryable, not 500.
+        r = await c.get("/pub/nowhere.iso")
+        assert r.status_code == 503
+        assert (await c.get("/pub/")).status_code == 404
+
+
+async def test_json_view_shows_the_decision_and_reasons(geo: GeoLocator, tmp_path: Path) -> None:
+    async with client(make_app(geo, tmp_path)) as c:
+        r = await c.get("/pub/only-us.iso?json")
+        accept = await c.get("/pub/only-us.iso", headers={"accept": "application/json"})
+    assert r.status_code == 200 and accept.json() == r.json()
+    body = r.json()
+    assert body["chosen"]["mirror"] == "us1"
+    assert {e["mirror"]: e["reason"] for e in body["excluded"]} == {
+        "de1": "outdated",
+        "fr1": "outdated",
+    }
+    assert body["client"]["country"] == "DE"
