@@ -18,6 +18,18 @@ depends_on: str | Sequence[str] | None = None
 
 def upgrade() -> None:
     op.create_table(
+        "jobs",
+        sa.Column("key", sa.String(length=64), nullable=False),
+        sa.Column("next_run", sa.Float(), nullable=False),
+        sa.Column("lease_owner", sa.String(length=128), nullable=False),
+        sa.Column("lease_until", sa.Float(), nullable=False),
+        sa.Column("failures", sa.Integer(), nullable=False),
+        sa.Column("last_started", sa.Float(), nullable=True),
+        sa.Column("last_finished", sa.Float(), nullable=True),
+        sa.Column("last_error", sa.Text(), nullable=False),
+        sa.PrimaryKeyConstraint("key", name=op.f("pk_jobs")),
+    )
+    op.create_table(
         "mirror_file_confirmations",
         sa.Column("mirror_id", sa.Integer(), nullable=False),
         sa.Column("file_id", sa.Integer(), nullable=False),
@@ -107,14 +119,10 @@ def upgrade() -> None:
         batch_op.add_column(
             sa.Column("trace_checked_at", sa.DateTime(timezone=True), nullable=True)
         )
-        batch_op.add_column(sa.Column("next_scan_at", sa.DateTime(timezone=True), nullable=True))
-        batch_op.add_column(sa.Column("next_probe_at", sa.DateTime(timezone=True), nullable=True))
 
 
 def downgrade() -> None:
     with op.batch_alter_table("mirror_state", schema=None) as batch_op:
-        batch_op.drop_column("next_probe_at")
-        batch_op.drop_column("next_scan_at")
         batch_op.drop_column("trace_checked_at")
         batch_op.drop_column("trace_time")
         batch_op.drop_column("last_probe_error")
@@ -133,3 +141,4 @@ def downgrade() -> None:
 
     op.drop_table("mirror_scans")
     op.drop_table("mirror_file_confirmations")
+    op.drop_table("jobs")

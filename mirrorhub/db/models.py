@@ -95,8 +95,6 @@ class MirrorStateRow(Base):
     last_probe_error: Mapped[str] = mapped_column(String(256), default="")
     trace_time: Mapped[float | None] = mapped_column(Float)  # what the mirror's trace file says
     trace_checked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
-    next_scan_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
-    next_probe_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
 
 class OriginFileRow(Base):
@@ -196,3 +194,23 @@ class MirrorFileConfirmationRow(Base):
         ForeignKey("origin_files.id", ondelete="CASCADE"), primary_key=True
     )
     checked_at: Mapped[float] = mapped_column(Float)  # POSIX seconds
+
+
+class JobRow(Base):
+    """A background job and its lease: at most one worker runs a job at a time.
+
+    Keys: ``origin-scan``, ``scan:<mirror id>``, ``probe``, ``recheck``, ``retention``. A
+    worker claims a due job by moving ``lease_until`` forward in one conditional UPDATE; a
+    worker that dies loses the job when the lease runs out.
+    """
+
+    __tablename__ = "jobs"
+
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    next_run: Mapped[float] = mapped_column(Float, default=0.0)  # POSIX seconds
+    lease_owner: Mapped[str] = mapped_column(String(128), default="")
+    lease_until: Mapped[float] = mapped_column(Float, default=0.0)
+    failures: Mapped[int] = mapped_column(Integer, default=0)  # consecutive
+    last_started: Mapped[float | None] = mapped_column(Float)
+    last_finished: Mapped[float | None] = mapped_column(Float)
+    last_error: Mapped[str] = mapped_column(Text, default="")

@@ -1,0 +1,148 @@
+"""Job rows and leases in the ``jobs`` table, shared by every worker process.
+
+A claim is one conditional UPDATE (``WHERE lease_until < now AND next_run <= now``): on
+SQLite and PostgreSQL alike exactly one worker's UPDATE matches, so no job runs twice at
+once, and a worker that dies simply lets its lease run out.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from sqlalchemy import delete, insert, select, update
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from mirrorhub.db.models import JobRow
+
+Sessions = async_sessionmaker[AsyncSession]
+
+
+@dataclass(frozen=True, slots=True)
+class JobInfo:
+    key: str
+    next_run: float
+    lease_owner: str
+    lease_until: float
+    failures: int
+    last_started: float | None
+    last_finished: float | None
+    last_error: str
+
+
+async def sync_jobs(sessions: Sessions, keys: Iterable[str], prefixes: Iterable[str]) -> None:
+    """Make the job rows under ``prefixes`` exactly ``keys``: add new ones, drop stale ones."""
+    wanted = set(keys)
+    prefix_tuple = tuple(prefixes)
+    async with sessions.begin() as session:
+        existing = set((await session.execute(select(JobRow.key))).scalars())
+        mine = {k for k in existing if k.startswith(prefix_tuple)}
+        gone = mine - wanted
+        if gone:
+            await session.execute(delete(JobRow).where(JobRow.key.in_(gone)))
+        new = wanted - existing
+        if new:
+            await session.execute(
+                insert(JobRow),
+                [
+                    {"key": k, "next_run": 0.0, "lease_owner": "", "lease_until": 0.0,
+                     "failures": 0, "last_error": ""}
+                    for k in sorted(new)
+                ],
+            )  # fmt: skip
+
+
+async def claim_due(
+    sessions: Sessions, owner: str, now: float, lease_seconds: float, limit: int
+) -> list[JobInfo]:
+    """Claim up to ``limit`` due jobs for ``owner``, oldest due first."""
+    if limit <= 0:
+        return []
+    claimed: list[JobInfo] = []
+    async with sessions() as session:
+        due = (
+            await session.execute(
+                select(JobRow.key)
+                .where(JobRow.next_run <= now, JobRow.lease_until < now)
+                .order_by(JobRow.next_run)
+                .limit(limit * 4)
+            )
+        ).scalars().all()  # fmt: skip
+        for key in due:
+            if len(claimed) >= limit:
+                break
+            result = await session.execute(
+                update(JobRow)
+                .where(JobRow.key == key, JobRow.next_run <= now, JobRow.lease_until < now)
+                .values(lease_owner=owner, lease_until=now + lease_seconds, last_started=now)
+            )
+            await session.commit()
+            if result.rowcount == 1:  # type: ignore[attr-defined]
+                row = await session.get(JobRow, key, populate_existing=True)
+                if row is not None:
+                    claimed.append(_info(row))
+    return claimed
+
+
+async def renew(sessions: Sessions, key: str, owner: str, until: float) -> bool:
+    """Extend a lease we still hold; False means another worker took the job over."""
+    async with sessions.begin() as session:
+        result = await session.execute(
+            update(JobRow)
+            .where(JobRow.key == key, JobRow.lease_owner == owner)
+            .values(lease_until=until)
+        )
+        return bool(result.rowcount == 1)  # type: ignore[attr-defined]
+
+
+async def finish(
+    sessions: Sessions,
+    key: str,
+    owner: str,
+    now: float,
+    *,
+    ok: bool,
+    error: str,
+    next_run: float,
+    failures: int,
+) -> None:
+    async with sessions.begin() as session:
+        await session.execute(
+            update(JobRow)
+            .where(JobRow.key == key, JobRow.lease_owner == owner)
+            .values(
+                lease_owner="",
+                lease_until=0.0,
+                next_run=next_run,
+                failures=0 if ok else failures,
+                last_finished=now,
+                last_error="" if ok else error[:2000],
+            )
+        )
+
+
+async def run_soon(sessions: Sessions, key: str, at: float) -> None:
+    """Bring a job's next run forward (e.g. re-checks right after an origin change)."""
+    async with sessions.begin() as session:
+        await session.execute(
+            update(JobRow).where(JobRow.key == key, JobRow.next_run > at).values(next_run=at)
+        )
+
+
+async def list_jobs(sessions: Sessions) -> list[JobInfo]:
+    async with sessions() as session:
+        rows = (await session.execute(select(JobRow).order_by(JobRow.key))).scalars().all()
+        return [_info(r) for r in rows]
+
+
+def _info(row: JobRow) -> JobInfo:
+    return JobInfo(
+        row.key,
+        row.next_run,
+        row.lease_owner,
+        row.lease_until,
+        row.failures,
+        row.last_started,
+        row.last_finished,
+        row.last_error,
+    )

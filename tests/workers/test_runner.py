@@ -1,0 +1,123 @@
+"""The runner on real databases: leases, intervals, backoff, shutdown, take-over."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from mirrorhub.workers import leases
+from mirrorhub.workers.runner import JobKind, JobOutcome, Runner
+from mirrorhub.workers.schedule import Backoff, next_run
+
+Sessions = async_sessionmaker[AsyncSession]
+
+
+class Clock:
+    def __init__(self, t: float = 1000.0) -> None:
+        self.t = t
+
+    def __call__(self) -> float:
+        return self.t
+
+
+def test_backoff_grows_and_is_capped() -> None:
+    rng = random.Random(1)
+    b = Backoff(10, 100, jitter=0)
+    assert [b.delay(n, rng) for n in range(6)] == [0, 10, 20, 40, 80, 100]
+    assert next_run(0, 60, 0, b, rng) == 60
+    assert next_run(0, 60, 3, b, rng) == 40
+
+
+async def wanted() -> list[str]:
+    return ["scan:1", "scan:2", "probe"]
+
+
+async def test_jobs_run_once_then_wait_for_their_interval(sessions: Sessions) -> None:
+    ran: list[str] = []
+
+    async def job(key: str) -> JobOutcome:
+        ran.append(key)
+        return JobOutcome(ok=key != "scan:2", error="boom" if key == "scan:2" else "")
+
+    clock = Clock()
+    kinds = [JobKind("scan:", 100, Backoff(10, 50, 0), job), JobKind("probe", 30, Backoff(5, 5, 0), job)]
+    runner = Runner(sessions, kinds, wanted, owner="w1", clock=clock, rng=random.Random(0))
+    await runner.sync()
+    await runner.claim_and_start()
+    await asyncio.gather(*runner.running.values())
+    assert sorted(ran) == ["probe", "scan:1", "scan:2"]
+    jobs = {j.key: j for j in await leases.list_jobs(sessions)}
+    assert jobs["scan:1"].next_run == 1100 and jobs["scan:1"].failures == 0
+    assert jobs["scan:2"].next_run == 1010 and jobs["scan:2"].failures == 1
+    assert jobs["scan:2"].last_error == "boom" and jobs["probe"].next_run == 1030
+    assert all(j.lease_owner == "" for j in jobs.values())
+    # Nothing is due until the clock moves.
+    await runner.claim_and_start()
+    assert runner.running == {}
+    clock.t = 1010
+    await runner.claim_and_start()
+    await asyncio.gather(*runner.running.values())
+    assert ran.count("scan:2") == 2
+    assert {j.key: j for j in await leases.list_jobs(sessions)}["scan:2"].failures == 2
+
+
+async def test_two_workers_never_run_the_same_job_at_once(sessions: Sessions) -> None:
+    active: set[str] = set()
+    overlaps: list[str] = []
+    runs: list[str] = []
+
+    async def job(key: str) -> JobOutcome:
+        if key in active:
+            overlaps.append(key)
+        active.add(key)
+        runs.append(key)
+        await asyncio.sleep(0.05)
+        active.discard(key)
+        return JobOutcome(True)
+
+    kinds = [JobKind("scan:", 3600, Backoff(1, 1), job), JobKind("probe", 3600, Backoff(1, 1), job)]
+    r1 = Runner(sessions, kinds, wanted, owner="w1", concurrency=2, tick=0.01)
+    r2 = Runner(sessions, kinds, wanted, owner="w2", concurrency=2, tick=0.01)
+    stop = asyncio.Event()
+    tasks = [asyncio.create_task(r.run(stop)) for r in (r1, r2)]
+    await asyncio.sleep(0.6)
+    stop.set()
+    await asyncio.gather(*tasks)
+    assert overlaps == [] and sorted(runs) == ["probe", "scan:1", "scan:2"]
+    assert r1.completed + r2.completed == 3
+
+
+async def test_shutdown_abandons_and_releases_a_long_job(sessions: Sessions) -> None:
+    started = asyncio.Event()
+
+    async def slow(key: str) -> JobOutcome:
+        started.set()
+        await asyncio.sleep(60)
+        return JobOutcome(True)
+
+    async def only_probe() -> list[str]:
+        return ["probe"]
+
+    runner = Runner(
+        sessions, [JobKind("probe", 30, Backoff(1, 1), slow)], only_probe, owner="w1",
+        tick=0.01, grace=0.1,
+    )  # fmt: skip
+    stop = asyncio.Event()
+    task = asyncio.create_task(runner.run(stop))
+    await asyncio.wait_for(started.wait(), 5)
+    stop.set()
+    await asyncio.wait_for(task, 5)
+    (job,) = await leases.list_jobs(sessions)
+    assert job.lease_owner == "" and job.last_error == "abandoned at shutdown"
+
+
+async def test_an_expired_lease_is_taken_over(sessions: Sessions) -> None:
+    await leases.sync_jobs(sessions, ["probe"], ["probe"])
+    (dead,) = await leases.claim_due(sessions, "dead-worker", 1000, 30, 5)
+    assert dead.lease_owner == "dead-worker"
+    assert await leases.claim_due(sessions, "w2", 1010, 30, 5) == []
+    (taken,) = await leases.claim_due(sessions, "w2", 1031, 30, 5)
+    assert taken.lease_owner == "w2"
+    assert not await leases.renew(sessions, "probe", "dead-worker", 2000)
