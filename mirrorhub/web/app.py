@@ -32,7 +32,7 @@ from mirrorhub.web.origin import OriginServer
 from mirrorhub.web.redirect import Dispatcher
 from mirrorhub.web.views import Views
 
-GEOIP_CHECK_SECONDS = 30.0
+GEOIP_CHECK_SECONDS = 10.0
 
 
 def index_config(settings: Settings) -> IndexConfig:
@@ -74,7 +74,7 @@ def create_app(
     state = AppState(
         settings=settings,
         holder=IndexHolder(empty_index(config, clock)),
-        geo=GeoLocator(settings.geoip_city_db, settings.geoip_asn_db),
+        geo=GeoLocator(settings.geoip_city_path, settings.geoip_asn_path),
         engine=create_engine(settings.database_url),
         clock=clock,
     )
