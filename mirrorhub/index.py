@@ -82,9 +82,7 @@ class NetworkTable:
         for slot in slots:
             for net in slot.mirror.networks:
                 key = (net.version, net.prefixlen)
-                tables.setdefault(key, {}).setdefault(int(net.network_address), []).append(
-                    slot.idx
-                )
+                tables.setdefault(key, {}).setdefault(int(net.network_address), []).append(slot.idx)
         self._tables = [
             (version, 32 if version == 4 else 128, plen, {k: tuple(v) for k, v in t.items()})
             for (version, plen), t in sorted(tables.items())

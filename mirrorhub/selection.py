@@ -197,6 +197,9 @@ def file_reason(
     scope = slot.mirror.scope
     if scope and not f.path.startswith(scope):
         return Reason.OUT_OF_SCOPE
+    if confirmed_at is not None and confirmed_at >= f.changed_at:
+        # A re-check after the origin's change saw this version: it beats an older scan.
+        return None
     bad = facts.bad
     if bad is not None and slot.idx in bad:
         kinds = facts.kinds
@@ -205,8 +208,7 @@ def file_reason(
         return Reason.OUTDATED
     last = slot.state.last_good_scan
     if last is None or last < f.changed_at:
-        if confirmed_at is None or confirmed_at < f.changed_at:
-            return Reason.STALE
+        return Reason.STALE
     return None
 
 

@@ -61,15 +61,58 @@ class Settings:
     link_alternates: int = 4
     index_refresh_seconds: float = 2.0
     allow_private_mirrors: bool = False
+    # Mirror scans: consecutive failed scans before a mirror is excluded (one hiccup does not
+    # take it out; its last good diffs stay in use meanwhile), the whole-scan time budget,
+    # one request's timeout, parallel requests per HTTP scan, and caps that stop an endless
+    # listing (pages fetched, entries seen).
+    scan_failures_before_exclusion: int = 3
+    scan_timeout_seconds: float = 1800.0
+    scan_request_timeout_seconds: float = 30.0
+    http_scan_concurrency: int = 4
+    scan_max_pages: int = 200_000
+    scan_max_entries: int = 5_000_000
+    # Health probes and trace-file lag (workers/probe.py). trace_file is a path relative to
+    # the published tree that the origin rewrites at each publish (epoch seconds or one
+    # RFC 3339 line); "" turns lag probing off. A mirror goes down after probe_down_after
+    # failed rounds and back up after probe_up_after good ones; it is "lagging" once it has
+    # missed the origin's newest publish for more than max_lag_seconds.
+    trace_file: str | None = "project/trace/mirrorhub"
+    max_lag_seconds: float = 12 * 3600.0
+    probe_down_after: int = 2
+    probe_up_after: int = 2
+    probe_connect_timeout_seconds: float = 3.0
+    probe_timeout_seconds: float = 10.0
+    probe_concurrency: int = 100
+    probe_history_days: int = 14
     geoip_city_url: str = (
         "https://download.db-ip.com/free/dbip-city-lite-{year}-{month:02d}.mmdb.gz"
     )
     geoip_asn_url: str = "https://download.db-ip.com/free/dbip-asn-lite-{year}-{month:02d}.mmdb.gz"
     geoip_dir: Path = field(default_factory=lambda: Path("geoip"))
+    origin_scan_interval: float = 600.0
+    origin_watch_seconds: float = 5.0
+    scan_interval: float = 1800.0
+    probe_interval: float = 15.0
+    recheck_interval: float = 30.0
+    recheck_max_files: int = 200
+    recheck_concurrency: int = 4
+    recheck_timeout_seconds: float = 10.0
+    worker_concurrency: int = 4
+    job_lease_seconds: float = 120.0
 
     @property
     def async_database_url(self) -> str:
         return async_url(self.database_url)
+
+    @property
+    def geoip_city_path(self) -> Path:
+        """The city database in use: geoip_city_db, else the one `geoip fetch` installs."""
+        return self.geoip_city_db or self.geoip_dir / "dbip-city-lite.mmdb"
+
+    @property
+    def geoip_asn_path(self) -> Path:
+        """The ASN database in use: geoip_asn_db, else the one `geoip fetch` installs."""
+        return self.geoip_asn_db or self.geoip_dir / "dbip-asn-lite.mmdb"
 
 
 # --- parsers: each raises ValueError with a reason; the loader adds the setting's name ---
@@ -123,6 +166,25 @@ def _nonneg_int(value: str) -> int:
     return number
 
 
+def _positive_int(value: str) -> int:
+    number = int(value)
+    if number < 1:
+        raise ValueError("must be at least 1")
+    return number
+
+
+def _trace_file(value: str) -> str | None:
+    """A relative path inside the published tree; "" means no trace file."""
+    if not value:
+        return None
+    parts = value.split("/")
+    if value.startswith("/") or "" in parts or "." in parts or ".." in parts:
+        raise ValueError(f"not a relative path inside the tree: {value!r}")
+    if "\\" in value or not value.isprintable():
+        raise ValueError(f"control character or backslash in {value!r}")
+    return value
+
+
 def _port(value: str) -> int:
     number = int(value)
     if not 0 < number < 65536:
@@ -167,9 +229,33 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "link_alternates": _nonneg_int,
     "index_refresh_seconds": _positive_float,
     "allow_private_mirrors": _bool,
+    "scan_failures_before_exclusion": _positive_int,
+    "scan_timeout_seconds": _positive_float,
+    "scan_request_timeout_seconds": _positive_float,
+    "http_scan_concurrency": _positive_int,
+    "scan_max_pages": _positive_int,
+    "scan_max_entries": _positive_int,
+    "trace_file": _trace_file,
+    "max_lag_seconds": _positive_float,
+    "probe_down_after": _positive_int,
+    "probe_up_after": _positive_int,
+    "probe_connect_timeout_seconds": _positive_float,
+    "probe_timeout_seconds": _positive_float,
+    "probe_concurrency": _positive_int,
+    "probe_history_days": _positive_int,
     "geoip_city_url": str,
     "geoip_asn_url": str,
     "geoip_dir": _path,
+    "origin_scan_interval": _positive_float,
+    "origin_watch_seconds": _positive_float,
+    "scan_interval": _positive_float,
+    "probe_interval": _positive_float,
+    "recheck_interval": _positive_float,
+    "recheck_max_files": _positive_int,
+    "recheck_concurrency": _positive_int,
+    "recheck_timeout_seconds": _positive_float,
+    "worker_concurrency": _positive_int,
+    "job_lease_seconds": _positive_float,
 }
 
 

@@ -4,8 +4,24 @@ import asyncio
 import ipaddress
 import random
 
-from mirrorhub.domain import Client, Health, Location, Mirror, MirrorState, Options, OriginReason, Reason
-from mirrorhub.index import IndexConfig, IndexHolder, IndexSource, build_index, empty_index, refresh_once
+from mirrorhub.domain import (
+    Client,
+    Health,
+    Location,
+    Mirror,
+    MirrorState,
+    Options,
+    OriginReason,
+    Reason,
+)
+from mirrorhub.index import (
+    IndexConfig,
+    IndexHolder,
+    IndexSource,
+    build_index,
+    empty_index,
+    refresh_once,
+)
 
 UP = MirrorState(Health.UP, last_good_scan=1000.0)
 
@@ -51,14 +67,20 @@ def test_difference_sets_and_reasons() -> None:
     idx = build_index(source(), CONFIG)
     d = idx.decide(idx.lookup("pub/a.iso"), CLIENT, Options(), random.Random(1), full=True)  # type: ignore[arg-type]
     assert d.chosen is None and d.origin_reason is OriginReason.NO_FRESH_MIRROR
-    assert {e.mirror.name: e.reason for e in d.excluded} == {"m1": Reason.MISSING, "m2": Reason.OUTDATED}
+    assert {e.mirror.name: e.reason for e in d.excluded} == {
+        "m1": Reason.MISSING,
+        "m2": Reason.OUTDATED,
+    }
     d = idx.decide(idx.lookup("pub/sub/b.iso"), CLIENT, Options(), random.Random(1), full=False)  # type: ignore[arg-type]
     assert d.chosen is not None and d.chosen.url == "http://m1.example/pub/sub/b.iso"
 
 
 def test_small_and_origin_only_files_go_to_the_origin() -> None:
     idx = build_index(source(diffs=[]), CONFIG)
-    for path, reason in (("pub/Release", OriginReason.ORIGIN_ONLY), ("tiny.txt", OriginReason.TOO_SMALL)):
+    for path, reason in (
+        ("pub/Release", OriginReason.ORIGIN_ONLY),
+        ("tiny.txt", OriginReason.TOO_SMALL),
+    ):
         d = idx.decide(idx.lookup(path), CLIENT, Options(), random.Random(1), full=False)  # type: ignore[arg-type]
         assert d.chosen is None and d.origin_reason is reason
 
@@ -74,7 +96,9 @@ def test_more_than_255_mirrors_use_wide_difference_sets() -> None:
 
 def test_confirmation_makes_a_stale_mirror_fresh() -> None:
     files = [(11, "pub/a.iso", 10_000, 1, None, 2000.0)]  # changed after the last scan (1000)
-    idx = build_index(source(files=files, diffs=[], missing_kinds=[], confirmations=[(2, 11, 2001.0)]), CONFIG)
+    idx = build_index(
+        source(files=files, diffs=[], missing_kinds=[], confirmations=[(2, 11, 2001.0)]), CONFIG
+    )
     d = idx.decide(0, CLIENT, Options(), random.Random(1), full=True)
     assert d.chosen is not None and d.chosen.mirror.name == "m2"
     assert {e.mirror.name: e.reason for e in d.excluded} == {"m1": Reason.STALE}

@@ -162,6 +162,8 @@ def test_restrictions_that_match_allow_the_mirror() -> None:
         (FileFacts(FILE, None), (), MirrorState(Health.UP, last_good_scan=99.0), 99.5, Reason.STALE),
         (FileFacts(FILE, None), (), MirrorState(Health.UP, last_good_scan=99.0), 100.0, None),
         (FileFacts(FILE, None), ("pub/",), SCANNED, None, None),
+        (FileFacts(FILE, bytes([0]), bytes([KIND_OUTDATED])), (), SCANNED, 100.0, None),
+        (FileFacts(FILE, bytes([0]), bytes([KIND_OUTDATED])), ("src/",), SCANNED, 100.0, Reason.OUT_OF_SCOPE),
     ],
 )  # fmt: skip
 def test_per_file_reasons(
@@ -171,7 +173,10 @@ def test_per_file_reasons(
     confirm: float | None,
     reason: Reason | None,
 ) -> None:
-    slots = [make_slot(0, mirror(0, scope=scope), state, None), make_slot(1, mirror(1), SCANNED, None)]
+    slots = [
+        make_slot(0, mirror(0, scope=scope), state, None),
+        make_slot(1, mirror(1), SCANNED, None),
+    ]
     d = decide(slots, facts=facts, confirmations={0: confirm} if confirm else None)
     assert reasons(d) == ({} if reason is None else {"m0": reason})
 
@@ -217,8 +222,12 @@ def test_no_client_location_means_capacity_weighting_only() -> None:
 
 def test_country_override_changes_tiers_but_not_restrictions() -> None:
     fr = mirror(0, country="FR", continent="EU")
-    de_only = mirror(1, country="DE", continent="EU", restrictions=Restrictions(only_own_country=True))
-    fr_only = mirror(2, country="FR", continent="EU", restrictions=Restrictions(only_own_country=True))
+    de_only = mirror(
+        1, country="DE", continent="EU", restrictions=Restrictions(only_own_country=True)
+    )
+    fr_only = mirror(
+        2, country="FR", continent="EU", restrictions=Restrictions(only_own_country=True)
+    )
     slots = slots_of(fr, de_only, fr_only)
     effective = Location("FR", "EU", 46.6, 2.4)
     d = decide(slots, options=Options(country="FR"), effective=effective)
@@ -256,7 +265,12 @@ mirror_strategy = st.builds(
 @given(st.lists(mirror_strategy, min_size=1, max_size=8), st.integers(0, 2**32))
 def test_excluded_mirror_is_never_chosen(specs, seed) -> None:  # type: ignore[no-untyped-def]
     slots = [
-        make_slot(i, mirror(i, **{k: getattr(m, k) for k in ("enabled", "capacity", "country", "scope")}), s, None)
+        make_slot(
+            i,
+            mirror(i, **{k: getattr(m, k) for k in ("enabled", "capacity", "country", "scope")}),
+            s,
+            None,
+        )
         for i, (m, s, _) in enumerate(specs)
     ]
     bad = bytes(i for i, (_, _, b) in enumerate(specs) if b)

@@ -41,7 +41,11 @@ class OriginServer(OriginHandler):
 
     async def directory(self, request: Request, scope: Scope, receive: Receive, send: Send) -> None:
         if self.origin_url is not None:
-            path = request.path if request.path.endswith("/") or not request.path else request.path + "/"
+            path = (
+                request.path
+                if request.path.endswith("/") or not request.path
+                else request.path + "/"
+            )
             await self._redirect(path, "directory", send)
             return
         await _plain(send, 404, b"directory listings are served by the origin\n", head=request.head)

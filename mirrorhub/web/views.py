@@ -47,7 +47,9 @@ def decision_json(decision: Decision, digest: bytes | None) -> dict[str, Any]:
         },
         "chosen": candidate_json(decision.chosen) if decision.chosen else None,
         "ranked": [candidate_json(c) for c in decision.ranked],
-        "excluded": [{"mirror": e.mirror.name, "reason": e.reason.value} for e in decision.excluded],
+        "excluded": [
+            {"mirror": e.mirror.name, "reason": e.reason.value} for e in decision.excluded
+        ],
     }
 
 
@@ -64,4 +66,6 @@ class Views(ViewHandler):
             (b"content-length", str(len(body)).encode()),
         ]
         await send({"type": "http.response.start", "status": 200, "headers": headers})
-        await send({"type": "http.response.body", "body": b"" if scope["method"] == "HEAD" else body})
+        await send(
+            {"type": "http.response.body", "body": b"" if scope["method"] == "HEAD" else body}
+        )

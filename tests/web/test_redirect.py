@@ -61,11 +61,15 @@ def make_app(geo: GeoLocator, tmp_path: Path, **settings_kw: object) -> Dispatch
     base: dict[str, object] = {"origin_dir": origin, "min_redirect_size": 100}
     base.update(settings_kw)
     settings = dataclasses.replace(Settings(), **base)
-    config = IndexConfig(Band(1.5, 500), 4, settings.min_redirect_size, settings.origin_only_patterns)
+    config = IndexConfig(
+        Band(1.5, 500), 4, settings.min_redirect_size, settings.origin_only_patterns
+    )
     source = IndexSource(1, [(m, UP) for m in MIRRORS], FILES, DIFFS)
     holder = IndexHolder(build_index(source, config))
     inner = Starlette(routes=[Route("/-/ping", lambda r: PlainTextResponse("pong"))])
-    return Dispatcher(settings, holder, geo, inner, OriginServer(settings), random.Random(3), Views())
+    return Dispatcher(
+        settings, holder, geo, inner, OriginServer(settings), random.Random(3), Views()
+    )
 
 
 def client(app: Dispatcher, peer: str = "192.0.2.10", scheme: str = "http") -> httpx.AsyncClient:

@@ -1,0 +1,176 @@
+"""Targeted re-checks: after the origin changes files, ask each mirror about just those files.
+
+A mirror's last full scan predates the change, so the dispatcher treats the changed files as
+stale on it. A HEAD per changed file (Content-Length and Last-Modified against the origin's
+size and mtime) brings mirrors that already hold the new version back within seconds instead
+of at the next full scan. The work is bounded: at most ``recheck_max_files`` files per mirror
+per round, ``recheck_concurrency`` requests per mirror at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fnmatch
+import re
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from email.utils import parsedate_to_datetime
+
+import httpx
+from sqlalchemy import and_, delete, exists, insert, select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from mirrorhub.db.models import (
+    MirrorFileConfirmationRow,
+    MirrorRow,
+    MirrorStateRow,
+    OriginFileRow,
+)
+from mirrorhub.db.repositories import bump_version
+from mirrorhub.paths import quote_path
+from mirrorhub.settings import Settings
+from mirrorhub.workers.netpolicy import GuardedTransport, NetPolicyError
+
+Sessions = async_sessionmaker[AsyncSession]
+
+
+@dataclass(frozen=True, slots=True)
+class StaleFile:
+    id: int
+    path: str
+    size: int
+    mtime: int
+
+
+@dataclass(frozen=True, slots=True)
+class RecheckReport:
+    mirrors: int
+    checked: int
+    confirmed: int
+
+
+def matches_origin(file: StaleFile, headers: httpx.Headers) -> bool:
+    """A HEAD answer shows the origin's version: same length and same mtime to the second."""
+    length = headers.get("content-length")
+    modified = headers.get("last-modified")
+    if length is None or modified is None or not length.isdigit():
+        return False
+    try:
+        stamp = int(parsedate_to_datetime(modified).timestamp())
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return False
+    return int(length) == file.size and stamp == file.mtime
+
+
+def _origin_only(settings: Settings) -> re.Pattern[str] | None:
+    parts = [fnmatch.translate(p) for p in settings.origin_only_patterns]
+    return re.compile("|".join(parts)) if parts else None
+
+
+async def stale_files(
+    session: AsyncSession, mirror_id: int, since: float, scope: Sequence[str], limit: int
+) -> list[StaleFile]:
+    """Files changed after the mirror's last good scan and not confirmed since, newest first."""
+    confirmed = exists().where(
+        and_(
+            MirrorFileConfirmationRow.mirror_id == mirror_id,
+            MirrorFileConfirmationRow.file_id == OriginFileRow.id,
+            MirrorFileConfirmationRow.checked_at >= OriginFileRow.changed_at,
+        )
+    )
+    query = (
+        select(OriginFileRow.id, OriginFileRow.path, OriginFileRow.size, OriginFileRow.mtime)
+        .where(OriginFileRow.changed_at > since, ~confirmed)
+        .order_by(OriginFileRow.changed_at.desc())
+        .limit(limit * 4)
+    )
+    rows = (await session.execute(query)).all()
+    out = [StaleFile(*row) for row in rows if not scope or row[1].startswith(tuple(scope))]
+    return out[:limit]
+
+
+async def recheck_all(
+    sessions: Sessions,
+    settings: Settings,
+    *,
+    clock: Callable[[], float] = time.time,
+    transport: httpx.AsyncBaseTransport | None = None,
+) -> RecheckReport:
+    """One round of targeted re-checks over every enabled, scanned mirror."""
+    async with sessions() as session:
+        mirrors = (
+            await session.execute(
+                select(MirrorRow, MirrorStateRow.last_good_scan)
+                .join(MirrorStateRow, MirrorStateRow.mirror_id == MirrorRow.id)
+                .where(MirrorRow.enabled.is_(True), MirrorStateRow.last_good_scan.is_not(None))
+            )
+        ).all()
+        work: list[tuple[int, str, list[StaleFile]]] = []
+        skip = _origin_only(settings)
+        for mirror, last_scan in mirrors:
+            base = mirror.http_url or mirror.https_url
+            if base is None:
+                continue
+            scope = mirror.scope.split()
+            files = await stale_files(
+                session, mirror.id, last_scan, scope, settings.recheck_max_files
+            )
+            files = [
+                f
+                for f in files
+                if f.size >= settings.min_redirect_size
+                and not (skip and skip.match(f.path.rsplit("/", 1)[-1]))
+            ]
+            if files:
+                work.append((mirror.id, base, files))
+    if not work:
+        return RecheckReport(len(mirrors), 0, 0)
+    transport = transport or GuardedTransport(settings.allow_private_mirrors)
+    timeout = httpx.Timeout(settings.recheck_timeout_seconds)
+    async with httpx.AsyncClient(
+        transport=transport, timeout=timeout, follow_redirects=False, trust_env=False
+    ) as client:
+        results = await asyncio.gather(
+            *(_check_mirror(client, base, files, settings) for _, base, files in work)
+        )
+    now = clock()
+    rows = [
+        {"mirror_id": mirror_id, "file_id": f.id, "checked_at": now}
+        for (mirror_id, _, _), confirmed in zip(work, results, strict=True)
+        for f in confirmed
+    ]
+    if rows:
+        await _store(sessions, rows)
+    return RecheckReport(len(mirrors), sum(len(f) for _, _, f in work), len(rows))
+
+
+async def _check_mirror(
+    client: httpx.AsyncClient, base: str, files: list[StaleFile], settings: Settings
+) -> list[StaleFile]:
+    limit = asyncio.Semaphore(settings.recheck_concurrency)
+
+    async def one(file: StaleFile) -> bool:
+        async with limit:
+            try:
+                response = await client.head(base + quote_path(file.path))
+            except (httpx.HTTPError, OSError, ValueError, NetPolicyError):
+                return False
+            return response.status_code == 200 and matches_origin(file, response.headers)
+
+    oks = await asyncio.gather(*(one(f) for f in files))
+    return [f for f, ok in zip(files, oks, strict=True) if ok]
+
+
+async def _store(sessions: Sessions, rows: list[dict[str, object]]) -> None:
+    async with sessions.begin() as session:
+        # Replace older confirmations of the same pairs, then insert the new ones.
+        for row in rows:
+            await session.execute(
+                delete(MirrorFileConfirmationRow).where(
+                    MirrorFileConfirmationRow.mirror_id == row["mirror_id"],
+                    MirrorFileConfirmationRow.file_id == row["file_id"],
+                )
+            )
+        await session.execute(insert(MirrorFileConfirmationRow), rows)
+        await bump_version(session)
