@@ -18,7 +18,7 @@ from mirrorhub.errors import MirrorhubError
 from mirrorhub.settings import load_settings
 
 # Modules that add sub-commands, in the order --help lists them.
-COMMAND_MODULES = ("serve", "db", "mirror", "origin", "geoip", "demo")
+COMMAND_MODULES = ("serve", "worker", "db", "mirror", "origin", "scan", "probe", "geoip", "demo")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -13,6 +13,11 @@ def register(sub: Any) -> None:
     parser.add_argument("--host", help="address to listen on (default: MIRRORHUB_HOST)")
     parser.add_argument("--port", type=int, help="port to listen on (default: MIRRORHUB_PORT)")
     parser.add_argument("--no-upgrade", action="store_true", help="do not migrate the database")
+    parser.add_argument(
+        "--no-workers",
+        action="store_true",
+        help="do not run scans and probes in-process (run `mirrorhub worker` elsewhere)",
+    )
     parser.set_defaults(handler=_serve)
 
 
@@ -24,7 +29,7 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
 
     if not args.no_upgrade:
         upgrade(settings.database_url)
-    app = create_app(settings)
+    app = create_app(settings, workers=not args.no_workers)
     uvicorn.run(
         app,
         host=args.host or settings.host,

@@ -69,7 +69,9 @@ def create_app(
     *,
     rng: random.Random | None = None,
     clock: Callable[[], float] = time.time,
+    workers: bool = False,
 ) -> Dispatcher:
+    """The dispatcher ASGI app; ``workers`` also runs the background jobs in-process."""
     config = index_config(settings)
     state = AppState(
         settings=settings,
@@ -95,9 +97,21 @@ def create_app(
             )
         )
         state.tasks.append(asyncio.create_task(_geoip_reloader(state.geo)))
+        stop_workers = asyncio.Event()
+        worker_task = None
+        if workers:
+            from mirrorhub.workers.jobs import run_workers
+
+            worker_task = asyncio.create_task(
+                run_workers(session_factory(state.engine), settings, stop_workers, clock=clock)
+            )
         try:
             yield
         finally:
+            if worker_task is not None:
+                # Jobs in flight get the runner's grace period, then are abandoned cleanly.
+                stop_workers.set()
+                await asyncio.gather(worker_task, return_exceptions=True)
             for task in state.tasks:
                 task.cancel()
             await asyncio.gather(*state.tasks, return_exceptions=True)

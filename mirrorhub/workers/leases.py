@@ -7,10 +7,10 @@ once, and a worker that dies simply lets its lease run out.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import delete, insert, select, update
+from sqlalchemy import ColumnElement, delete, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from mirrorhub.db.models import JobRow
@@ -52,18 +52,36 @@ async def sync_jobs(sessions: Sessions, keys: Iterable[str], prefixes: Iterable[
             )  # fmt: skip
 
 
+def _handled(kinds: Sequence[str]) -> ColumnElement[bool]:
+    """Keys a worker can run: exact names, or ``prefix:`` families such as ``scan:``."""
+    exact = [k for k in kinds if not k.endswith(":")]
+    families = [JobRow.key.startswith(k) for k in kinds if k.endswith(":")]
+    return or_(JobRow.key.in_(exact), *families)
+
+
 async def claim_due(
-    sessions: Sessions, owner: str, now: float, lease_seconds: float, limit: int
+    sessions: Sessions,
+    owner: str,
+    now: float,
+    lease_seconds: float,
+    limit: int,
+    kinds: Sequence[str] | None = None,
 ) -> list[JobInfo]:
-    """Claim up to ``limit`` due jobs for ``owner``, oldest due first."""
+    """Claim up to ``limit`` due jobs for ``owner``, oldest due first.
+
+    ``kinds`` limits the claim to jobs this worker has handlers for (None: any job).
+    """
     if limit <= 0:
         return []
     claimed: list[JobInfo] = []
+    condition = [JobRow.next_run <= now, JobRow.lease_until < now]
+    if kinds is not None:
+        condition.append(_handled(kinds))
     async with sessions() as session:
         due = (
             await session.execute(
                 select(JobRow.key)
-                .where(JobRow.next_run <= now, JobRow.lease_until < now)
+                .where(*condition)
                 .order_by(JobRow.next_run)
                 .limit(limit * 4)
             )

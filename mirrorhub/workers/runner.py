@@ -103,9 +103,7 @@ class Runner:
         if free <= 0:
             return
         now = self.clock()
-        for job in await leases.claim_due(
-            self.sessions, self.owner, now, self.lease_seconds, free
-        ):
+        for job in await leases.claim_due(self.sessions, self.owner, now, self.lease_seconds, free):
             self.running[job.key] = asyncio.create_task(self._run_one(job))
 
     async def _run_one(self, job: leases.JobInfo) -> None:

@@ -42,7 +42,10 @@ async def test_jobs_run_once_then_wait_for_their_interval(sessions: Sessions) ->
         return JobOutcome(ok=key != "scan:2", error="boom" if key == "scan:2" else "")
 
     clock = Clock()
-    kinds = [JobKind("scan:", 100, Backoff(10, 50, 0), job), JobKind("probe", 30, Backoff(5, 5, 0), job)]
+    kinds = [
+        JobKind("scan:", 100, Backoff(10, 50, 0), job),
+        JobKind("probe", 30, Backoff(5, 5, 0), job),
+    ]
     runner = Runner(sessions, kinds, wanted, owner="w1", clock=clock, rng=random.Random(0))
     await runner.sync()
     await runner.claim_and_start()
@@ -121,3 +124,13 @@ async def test_an_expired_lease_is_taken_over(sessions: Sessions) -> None:
     (taken,) = await leases.claim_due(sessions, "w2", 1031, 30, 5)
     assert taken.lease_owner == "w2"
     assert not await leases.renew(sessions, "probe", "dead-worker", 2000)
+
+
+async def test_workers_only_claim_jobs_they_can_run(sessions: Sessions) -> None:
+    await leases.sync_jobs(
+        sessions, ["origin-scan", "scan:1", "probe"], ["origin-scan", "scan:", "probe"]
+    )
+    got = await leases.claim_due(sessions, "no-origin", 1000, 30, 10, ["scan:", "probe"])
+    assert sorted(j.key for j in got) == ["probe", "scan:1"]
+    (origin,) = await leases.claim_due(sessions, "origin-host", 1000, 30, 10, ["origin-scan"])
+    assert origin.key == "origin-scan"
