@@ -156,6 +156,7 @@ class Candidate:
     tier: Tier
     distance_km: float | None
     share: float = 0.0  # share of traffic for this file among the chosen band (0 outside it)
+    maybe_outdated: bool = False  # chosen under an allow_outdated window: may be the old version
 
 
 @dataclass(frozen=True, slots=True)

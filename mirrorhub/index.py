@@ -67,6 +67,9 @@ class IndexConfig:
     alternates: int = 4
     min_redirect_size: int = 0
     origin_only_patterns: tuple[str, ...] = ()
+    # (path prefix, seconds), longest prefix first: how long after an origin change a mirror
+    # with the previous version may still serve when no mirror has the new one yet.
+    allow_outdated: tuple[tuple[str, float], ...] = ()
 
 
 def _glob_regex(patterns: Iterable[str]) -> re.Pattern[str] | None:
@@ -211,10 +214,27 @@ class Index:
                 return OriginReason.ORIGIN_ONLY
         return None
 
+    def tolerance(self, path: str) -> float:
+        """Seconds an outdated copy may still serve ``path`` (longest allow_outdated prefix)."""
+        for prefix, seconds in self.config.allow_outdated:
+            if path.startswith(prefix):
+                return seconds
+        return 0.0
+
     def decide(
-        self, pos: int, client: Client, options: Options, rng: random.Random, *, full: bool
+        self,
+        pos: int,
+        client: Client,
+        options: Options,
+        rng: random.Random,
+        *,
+        full: bool,
+        now: float | None = None,
     ) -> Decision:
-        """The selection Decision for the file at ``pos``; the same for every view."""
+        """The selection Decision for the file at ``pos``; the same for every view.
+
+        ``now`` is only needed for allow_outdated windows (time since the origin's change).
+        """
         file = self.origin_file(pos)
         origin_reason = self.origin_reason(pos)
         if origin_reason is not None and not full:
@@ -231,6 +251,8 @@ class Index:
             client=client,
             options=options,
             confirmations=self.confirmations.get(pos),
+            tolerate_outdated=now is not None
+            and now - file.changed_at <= self.tolerance(file.path),
         )
         if origin_reason is not None:
             return Decision(

@@ -212,6 +212,9 @@ def file_reason(
     return None
 
 
+TOLERABLE = frozenset({Reason.OUTDATED, Reason.STALE})
+
+
 def choose(
     profile: Profile,
     facts: FileFacts,
@@ -224,8 +227,41 @@ def choose(
     client: Client,
     options: Options,
     confirmations: dict[int, float] | None = None,
+    tolerate_outdated: bool = False,
 ) -> Decision:
-    """Pick a mirror for one file. ``quoted_path`` is the path already %-encoded."""
+    """Pick a mirror for one file. ``quoted_path`` is the path already %-encoded.
+
+    ``tolerate_outdated`` (the path's ``allow_outdated`` window is open) lets mirrors with
+    an older version serve, but only when no mirror holds the current one.
+    """
+    decision = _choose(
+        profile, facts, quoted_path, rng, band, alternates, full, client, options,
+        confirmations, tolerate=False,
+    )  # fmt: skip
+    if decision.chosen is None and tolerate_outdated:
+        tolerant = _choose(
+            profile, facts, quoted_path, rng, band, alternates, full, client, options,
+            confirmations, tolerate=True,
+        )  # fmt: skip
+        if tolerant.chosen is not None:
+            return tolerant
+    return decision
+
+
+def _choose(
+    profile: Profile,
+    facts: FileFacts,
+    quoted_path: str,
+    rng: random.Random,
+    band: Band,
+    alternates: int,
+    full: bool,
+    client: Client,
+    options: Options,
+    confirmations: dict[int, float] | None,
+    *,
+    tolerate: bool,
+) -> Decision:
     band_members: list[Ranked] = []
     others: list[Ranked] = []
     excluded: list[Exclusion] = list(profile.excluded) if full else []
@@ -235,7 +271,7 @@ def choose(
     for r in profile.ranked:
         confirmed = confirmations.get(r.slot.idx) if confirmations else None
         reason = file_reason(r.slot, facts, confirmed)
-        if reason is not None:
+        if reason is not None and not (tolerate and reason in TOLERABLE):
             if full:
                 excluded.append(Exclusion(r.slot.mirror, reason))
             continue
@@ -270,7 +306,7 @@ def choose(
 
     def candidate(r: Ranked, in_band: bool) -> Candidate:
         share = r.slot.mirror.capacity / total if in_band else 0.0
-        return Candidate(r.slot.mirror, r.base + quoted_path, r.tier, r.distance, share)
+        return Candidate(r.slot.mirror, r.base + quoted_path, r.tier, r.distance, share, tolerate)
 
     ranked = [candidate(chosen, True)]
     ranked.extend(candidate(r, True) for r in rest)

@@ -89,6 +89,7 @@ class Settings:
     )
     geoip_asn_url: str = "https://download.db-ip.com/free/dbip-asn-lite-{year}-{month:02d}.mmdb.gz"
     geoip_dir: Path = field(default_factory=lambda: Path("geoip"))
+    allow_outdated: tuple[tuple[str, float], ...] = ()  # (prefix, seconds), longest first
     origin_scan_interval: float = 600.0
     origin_watch_seconds: float = 5.0
     scan_interval: float = 1800.0
@@ -213,6 +214,20 @@ def _band_factor(value: str) -> float:
     return number
 
 
+def _allow_outdated(value: str) -> tuple[tuple[str, float], ...]:
+    """``pub/nightly/=60, pub/daily/=30``: path prefix = minutes."""
+    rules = []
+    for item in value.replace(",", " ").split():
+        prefix, sep, minutes = item.partition("=")
+        if not sep or not minutes.strip().isdigit():
+            raise ValueError(f"expected PREFIX=MINUTES, got {item!r}")
+        prefix = prefix.strip().lstrip("/")
+        if ".." in prefix.split("/"):
+            raise ValueError(f"prefix must not contain '..': {item!r}")
+        rules.append((prefix, int(minutes) * 60.0))
+    return tuple(sorted(rules, key=lambda rule: -len(rule[0])))
+
+
 _PARSERS: dict[str, Callable[[str], Any]] = {
     "database_url": _db_url,
     "origin_dir": _path,
@@ -246,6 +261,7 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "geoip_city_url": str,
     "geoip_asn_url": str,
     "geoip_dir": _path,
+    "allow_outdated": _allow_outdated,
     "origin_scan_interval": _positive_float,
     "origin_watch_seconds": _positive_float,
     "scan_interval": _positive_float,

@@ -130,3 +130,27 @@ def test_refresh_swaps_when_the_version_moves() -> None:
     assert asyncio.run(refresh_once(holder, version, load, CONFIG))
     assert holder.current.version == 3 and holder.database_ok
     assert not asyncio.run(refresh_once(holder, version, load, CONFIG))
+
+
+def test_allow_outdated_serves_an_old_copy_only_inside_the_window() -> None:
+    files = [(11, "pub/nightly/n.iso", 10_000, 1, "00" * 32, 2000.0)]
+    diffs = [(1, 11)]  # m1 has an older version; m2 scanned before the change (stale)
+    config = IndexConfig(allow_outdated=(("pub/nightly/", 600.0),))
+    idx = build_index(source(files=files, diffs=diffs, missing_kinds=[]), config)
+    inside = idx.decide(0, CLIENT, Options(), random.Random(1), full=True, now=2500.0)
+    assert inside.chosen is not None and inside.chosen.maybe_outdated
+    outside = idx.decide(0, CLIENT, Options(), random.Random(1), full=True, now=2601.0)
+    assert outside.chosen is None and outside.origin_reason is OriginReason.NO_FRESH_MIRROR
+    # A mirror with the current version always wins over tolerated ones.
+    fresh = build_index(
+        source(files=files, diffs=diffs, missing_kinds=[], confirmations=[(2, 11, 2100.0)]), config
+    )
+    d = fresh.decide(0, CLIENT, Options(), random.Random(1), full=True, now=2500.0)
+    assert d.chosen is not None and d.chosen.mirror.name == "m2" and not d.chosen.maybe_outdated
+    # Missing files are never tolerated.
+    missing = build_index(
+        source(files=files, diffs=[(1, 11), (2, 11)], missing_kinds=[(1, 11), (2, 11)]), config
+    )
+    assert (
+        missing.decide(0, CLIENT, Options(), random.Random(1), full=True, now=2100.0).chosen is None
+    )

@@ -23,7 +23,10 @@ def test_environment_beats_file_beats_default(tmp_path: Path) -> None:
     conf.write_text('port = 9000\nhost = "0.0.0.0"\ntrusted_proxies = ["10.0.0.0/8", "::1"]\n')
     s = load_settings({"MIRRORHUB_PORT": "9100", "MIRRORHUB_CONFIG": str(conf)})
     assert (s.port, s.host) == (9100, "0.0.0.0")
-    assert s.trusted_proxies == (ipaddress.ip_network("10.0.0.0/8"), ipaddress.ip_network("::1/128"))
+    assert s.trusted_proxies == (
+        ipaddress.ip_network("10.0.0.0/8"),
+        ipaddress.ip_network("::1/128"),
+    )
 
 
 @pytest.mark.parametrize(
@@ -56,3 +59,10 @@ def test_every_setting_is_parsed_and_documented() -> None:
     doc = (ROOT / "docs" / "configuration.md").read_text()
     missing = [env_name(n) for n in sorted(fields) if f"`{env_name(n)}`" not in doc]
     assert missing == []
+
+
+def test_allow_outdated_rules() -> None:
+    s = load_settings({"MIRRORHUB_ALLOW_OUTDATED": "pub/=5, /pub/nightly/=60"})
+    assert s.allow_outdated == (("pub/nightly/", 3600.0), ("pub/", 300.0))
+    with pytest.raises(SettingsError):
+        load_settings({"MIRRORHUB_ALLOW_OUTDATED": "pub/=soon"})

@@ -41,6 +41,7 @@ def index_config(settings: Settings) -> IndexConfig:
         alternates=settings.link_alternates,
         min_redirect_size=settings.min_redirect_size,
         origin_only_patterns=settings.origin_only_patterns,
+        allow_outdated=settings.allow_outdated,
     )
 
 
@@ -134,7 +135,7 @@ def create_app(
     inner = Starlette(routes=[Route("/-/health", health)], lifespan=lifespan)
     inner.state.mirrorhub = state
     return Dispatcher(
-        settings, state.holder, state.geo, inner, OriginServer(settings), rng, Views()
+        settings, state.holder, state.geo, inner, OriginServer(settings), rng, Views(), clock
     )
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import random
+import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass
 from typing import Any
@@ -66,6 +67,7 @@ class Dispatcher:
         origin: OriginHandler,
         rng: random.Random | None = None,
         views: ViewHandler | None = None,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self.settings = settings
         self.holder = holder
@@ -74,6 +76,7 @@ class Dispatcher:
         self.origin = origin
         self.views = views
         self.rng = rng or random.Random()
+        self.clock = clock
         self.trusted = settings.trusted_proxies
         self.max_links = settings.link_alternates
 
@@ -99,7 +102,10 @@ class Dispatcher:
                 await _plain(send, 404, b"not found\n", head=request.head)
             return
         view = _view_name(scope, self.views.names) if self.views is not None else None
-        decision = index.decide(pos, request.client, request.options, self.rng, full=bool(view))
+        now = self.clock() if index.config.allow_outdated else None
+        decision = index.decide(
+            pos, request.client, request.options, self.rng, full=bool(view), now=now
+        )
         if view is not None and self.views is not None:
             await self.views.render(view, decision, index.sha256_digest(pos), scope, send)
             return
@@ -115,7 +121,7 @@ class Dispatcher:
         ]
         headers.extend(link_headers(decision, self.max_links))
         digest = index.sha256_digest(pos)
-        if digest is not None:
+        if digest is not None and not chosen.maybe_outdated:  # an old copy has another hash
             headers.append((b"digest", b"SHA-256=" + base64.b64encode(digest)))
         await send({"type": "http.response.start", "status": 302, "headers": headers})
         await send({"type": "http.response.body", "body": b""})
