@@ -26,7 +26,7 @@ from pathlib import Path
 
 from sqlalchemy import select
 
-from mirrorhub.db.models import MirrorRow
+from mirrorhub.db.models import JobRow, MirrorRow
 from mirrorhub.errors import MirrorhubError
 from mirrorhub.settings import Settings
 from mirrorhub.workers import leases
@@ -106,6 +106,10 @@ class Jobs:
         from mirrorhub.workers.mirror_scan import scan_mirror
 
         async with self.sessions() as session:
+            origin_job = await session.get(JobRow, "origin-scan")
+            if origin_job is not None and origin_job.last_finished is None:
+                # Comparing against an origin not scanned yet would mark every file stale.
+                return JobOutcome(True, "waiting for the first origin scan", retry_after=2.0)
             row = await session.get(MirrorRow, int(key.split(":", 1)[1]))
             mirror = row_to_mirror(row) if row is not None else None
         if mirror is None:  # removed since the job list was synced

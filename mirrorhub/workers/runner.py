@@ -27,6 +27,7 @@ class JobOutcome:
     ok: bool
     error: str = ""
     run_soon: tuple[str, ...] = ()  # job keys to bring forward (e.g. "recheck")
+    retry_after: float | None = None  # not run yet (waiting for another job): try again soon
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,7 +85,7 @@ class Runner:
             while not stop.is_set():
                 now = self.clock()
                 try:
-                    if now - last_sync >= 10 * self.tick:
+                    if now - last_sync >= 2 * self.tick:
                         await self.sync()
                         last_sync = now
                     await self.claim_and_start()
@@ -129,6 +130,9 @@ class Runner:
         now = self.clock()
         interval = kind.interval if kind else 60.0
         backoff = kind.backoff if kind else Backoff(60.0, 3600.0)
+        when = next_run(now, interval, failures, backoff, self.rng)
+        if outcome.retry_after is not None:
+            when = now + outcome.retry_after
         await leases.finish(
             self.sessions,
             job.key,
@@ -136,7 +140,7 @@ class Runner:
             now,
             ok=outcome.ok,
             error=outcome.error,
-            next_run=next_run(now, interval, failures, backoff, self.rng),
+            next_run=when,
             failures=failures,
         )
         for key in outcome.run_soon:
