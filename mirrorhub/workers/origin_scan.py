@@ -1,0 +1,468 @@
+"""The origin scan: walk the published tree, reconcile it with ``origin_files``, hash what is
+new or changed, and write the difference in batches.
+
+Shape, for a million files:
+
+1. load ``path -> (id, size, mtime)`` from the database (plain tuples, streamed);
+2. walk + diff in a worker thread (:func:`diff_origin` is pure and consumes the walk lazily,
+   so only new and changed files are held);
+3. delete the rows of removed files (``mirror_file_diffs`` rows cascade);
+4. sha256 only new and changed files in a thread pool, and write them as they come, one
+   transaction per batch with Core bulk INSERT / UPDATE.
+
+Every transaction that writes also bumps ``index_version``: if a scan dies half-way, the
+committed part is already announced, and the next scan (which sees those files as unchanged)
+does not need to remember to do it. Dispatchers poll the counter, so extra bumps cost nothing.
+
+``changed_at`` is the clock reading taken just before the batch commits: a mirror scan that
+compared against the old row started earlier, so it is rightly seen as stale for that file.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import os
+import stat
+import time
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal, NamedTuple, cast
+
+from sqlalchemy import Table, bindparam, delete, insert, select, update
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from mirrorhub.db.models import OriginFileRow
+from mirrorhub.db.repositories import bump_version
+from mirrorhub.errors import ScanFailed
+from mirrorhub.workers.origin_walk import Skipped, WalkedFile, walk_origin
+
+log = logging.getLogger(__name__)
+
+ORIGIN_FILES = cast(Table, OriginFileRow.__table__)
+READ_CHUNK = 1 << 20  # bytes per read while hashing
+ROW_BATCH = 5000  # rows per write transaction
+MAX_CHANGED_PATHS = 10_000  # beyond this the result only says "too many, re-check all"
+HASH_ATTEMPTS = 3  # a file still changing after this many tries is skipped until next scan
+_HASH_TASK_FILES = 256  # files per thread-pool task: amortises the hop for small files
+_HASH_TASK_BYTES = 64 << 20
+_HASH_TASKS_IN_FLIGHT = 32  # results only (no file data): cheap to hold
+_WALK_REPORT_EVERY = 1000
+
+DbEntry = tuple[int, int, int]  # (id, size, mtime)
+
+
+# --- results and progress ---------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class OriginScanResult:
+    seen: int  # publishable files found by the walk
+    new: int  # rows inserted
+    changed: int  # rows updated (size or mtime differed)
+    unchanged: int
+    deleted: int
+    skipped: int  # entries not published, plus files that could not be hashed
+    bytes_hashed: int
+    duration: float  # seconds
+    # New and changed paths, sorted, for the targeted re-check on every mirror; empty with
+    # ``changed_overflow`` set when there are more than MAX_CHANGED_PATHS.
+    changed_paths: tuple[str, ...] = ()
+    changed_overflow: bool = False
+
+    @property
+    def any_change(self) -> bool:
+        return bool(self.new or self.changed or self.deleted)
+
+
+@dataclass(frozen=True, slots=True)
+class ScanProgress:
+    phase: Literal["walk", "hash", "done"]
+    walked: int  # publishable files found so far
+    to_hash: int = 0  # new + changed files (known once the walk is over)
+    hashed: int = 0  # of those, files done (hashed, or given up until the next scan)
+    bytes_to_hash: int = 0  # their sizes as walked
+    bytes_hashed: int = 0
+
+
+# Called on the event-loop thread; keep it cheap.
+ProgressCallback = Callable[[ScanProgress], None]
+
+
+# --- the pure part ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class OriginDiff:
+    new: list[WalkedFile]
+    changed: list[tuple[int, WalkedFile]]  # (row id, as walked)
+    unchanged: int
+    deleted: list[int]  # row ids
+    seen: int
+    skipped: int
+
+
+def diff_origin(db: Mapping[str, DbEntry], walked: Iterable[WalkedFile | Skipped]) -> OriginDiff:
+    """Compare database rows with the walk. Consumes ``walked`` once, lazily.
+
+    A row is deleted when the walk did not see its path, unless it lies under an entry the
+    walk could not read (``Skipped.keep``): those rows are kept as they are.
+    """
+    new: list[WalkedFile] = []
+    changed: list[tuple[int, WalkedFile]] = []
+    matched: set[int] = set()
+    keep_exact: set[str] = set()
+    keep_dirs: set[str] = set()
+    unchanged = seen = skipped = 0
+    for item in walked:
+        if isinstance(item, Skipped):
+            skipped += 1
+            if item.keep:
+                (keep_dirs if item.path.endswith("/") else keep_exact).add(item.path)
+            continue
+        seen += 1
+        row = db.get(item.path)
+        if row is None:
+            new.append(item)
+            continue
+        matched.add(row[0])
+        if row[1] == item.size and row[2] == item.mtime:
+            unchanged += 1
+        else:
+            changed.append((row[0], item))
+    prefixes = tuple(keep_dirs)
+    deleted = [
+        row[0]
+        for path, row in db.items()
+        if row[0] not in matched
+        and path not in keep_exact
+        and not (prefixes and path.startswith(prefixes))
+    ]
+    return OriginDiff(new, changed, unchanged, deleted, seen, skipped)
+
+
+# --- hashing (runs in worker threads) ---------------------------------------------------
+
+
+class FileHash(NamedTuple):
+    size: int
+    mtime: int
+    sha256: str  # hex
+
+
+class FileChanged(Exception):
+    """The file was modified or replaced while it was read; try again."""
+
+
+class NotRegularFile(OSError):
+    pass
+
+
+def _version(st: os.stat_result) -> tuple[int, ...]:
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+
+
+def hash_file(path: str, buffer: bytearray | None = None) -> FileHash:
+    """sha256 of ``path`` with the size and mtime of the very version that was read.
+
+    Raises FileChanged when the file changed or was replaced (rsync renames over it) during
+    the read, and OSError when it cannot be read (FileNotFoundError: it vanished).
+    """
+    view = memoryview(buffer if buffer is not None else bytearray(READ_CHUNK))
+    # O_NONBLOCK: should a FIFO have replaced the file since the walk, open must not hang.
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    with open(fd, "rb", buffering=0) as f:
+        before = os.fstat(fd)
+        if not stat.S_ISREG(before.st_mode):
+            raise NotRegularFile(f"{path} is not a regular file")
+        digest = hashlib.sha256()
+        total = 0
+        while n := f.readinto(view):
+            digest.update(view[:n])
+            total += n
+    after = os.stat(path)
+    if _version(after) != _version(before) or total != before.st_size:
+        raise FileChanged(path)
+    return FileHash(before.st_size, before.st_mtime_ns // 1_000_000_000, digest.hexdigest())
+
+
+class HashJob(NamedTuple):
+    file: WalkedFile
+    row_id: int | None  # None: a new file
+
+
+class HashOutcome(NamedTuple):
+    job: HashJob
+    result: FileHash | None
+    reason: str = ""  # why result is None
+
+
+def _hash_job(root: str, job: HashJob, buffer: bytearray) -> HashOutcome:
+    path = os.path.join(root, job.file.path)
+    for _ in range(HASH_ATTEMPTS):
+        try:
+            return HashOutcome(job, hash_file(path, buffer))
+        except FileChanged:
+            continue
+        except FileNotFoundError:
+            return HashOutcome(job, None, "vanished before it was hashed")
+        except OSError as exc:
+            return HashOutcome(job, None, f"cannot read: {exc.strerror or exc}")
+    return HashOutcome(job, None, "kept changing while it was hashed")
+
+
+def _hash_task(root: str, jobs: Sequence[HashJob]) -> list[HashOutcome]:
+    buffer = bytearray(READ_CHUNK)  # one per task, not per file: small files are the common case
+    return [_hash_job(root, job, buffer) for job in jobs]
+
+
+def _tasks(jobs: Iterable[HashJob]) -> Iterator[list[HashJob]]:
+    task: list[HashJob] = []
+    size = 0
+    for job in jobs:
+        task.append(job)
+        size += job.file.size
+        if len(task) >= _HASH_TASK_FILES or size >= _HASH_TASK_BYTES:
+            yield task
+            task, size = [], 0
+    if task:
+        yield task
+
+
+# --- the driver ---------------------------------------------------------------------------
+
+
+async def scan_origin(
+    sessions: async_sessionmaker[AsyncSession],
+    origin_dir: Path | str,
+    *,
+    clock: Callable[[], float] = time.time,
+    progress: ProgressCallback | None = None,
+    hash_workers: int = 4,
+    batch_size: int = ROW_BATCH,
+    allow_empty: bool = False,
+) -> OriginScanResult:
+    """Bring ``origin_files`` in line with ``origin_dir``; see the module docstring.
+
+    Raises ScanFailed when the directory is missing or unreadable, when it is empty while the
+    table is not (an unmounted volume must not unpublish everything; ``allow_empty`` says it
+    really is empty), or on a database error. Work committed before a failure stays.
+    """
+    started = time.perf_counter()
+    root = _origin_root(origin_dir)
+    report: ProgressCallback = progress or _ignore
+    try:
+        db = await _load_rows(sessions)
+        diff = await _walk_and_diff(root, db, report)
+        if diff.seen == 0 and db and not allow_empty:
+            raise ScanFailed(
+                f"origin directory {root} has no files; refusing to unpublish {len(db)} "
+                "(is it mounted?)"
+            )
+        del db  # the biggest structure of the scan; the rest only needs the diff
+        for ids in _batched(diff.deleted, batch_size):
+            async with sessions() as session, session.begin():
+                await session.execute(delete(ORIGIN_FILES).where(ORIGIN_FILES.c.id.in_(ids)))
+                await bump_version(session)
+        jobs = [HashJob(f, None) for f in diff.new]
+        jobs += [HashJob(f, row_id) for row_id, f in diff.changed]
+        jobs.sort(key=lambda job: job.file.path)
+        writer = _Writer(sessions, clock)
+        await _hash_and_write(root, jobs, writer, report, diff.seen, hash_workers, batch_size)
+    except SQLAlchemyError as exc:
+        raise ScanFailed(f"origin scan: database error: {exc}") from exc
+    result = OriginScanResult(
+        seen=diff.seen,
+        new=writer.new,
+        changed=writer.changed,
+        unchanged=diff.unchanged,
+        deleted=len(diff.deleted),
+        skipped=diff.skipped + writer.skipped,
+        bytes_hashed=writer.bytes_hashed,
+        duration=time.perf_counter() - started,
+        changed_paths=() if writer.overflow else tuple(writer.paths),
+        changed_overflow=writer.overflow,
+    )
+    hashed = writer.bytes_hashed
+    report(ScanProgress("done", diff.seen, len(jobs), len(jobs), hashed, hashed))
+    return result
+
+
+def _ignore(_: ScanProgress) -> None:
+    pass
+
+
+def _origin_root(origin_dir: Path | str) -> str:
+    root = os.fspath(origin_dir)
+    if not os.path.isdir(root):
+        raise ScanFailed(f"MIRRORHUB_ORIGIN_DIR: {root} does not exist or is not a directory")
+    return os.path.realpath(root)
+
+
+async def _load_rows(sessions: async_sessionmaker[AsyncSession]) -> dict[str, DbEntry]:
+    t = ORIGIN_FILES
+    rows: dict[str, DbEntry] = {}
+    stmt = select(t.c.path, t.c.id, t.c.size, t.c.mtime).execution_options(yield_per=10_000)
+    async with sessions() as session:
+        result = await session.stream(stmt)
+        async for part in result.partitions():
+            for path, row_id, size, mtime in part:
+                rows[path] = (row_id, size, mtime)
+    return rows
+
+
+async def _walk_and_diff(root: str, db: dict[str, DbEntry], report: ProgressCallback) -> OriginDiff:
+    loop = asyncio.get_running_loop()
+
+    def observed() -> Iterator[WalkedFile | Skipped]:  # runs in the walk thread
+        walked = 0
+        for item in walk_origin(root):
+            if isinstance(item, Skipped):
+                _log_skip(item)
+            else:
+                walked += 1
+                if walked % _WALK_REPORT_EVERY == 0:
+                    loop.call_soon_threadsafe(report, ScanProgress("walk", walked))
+            yield item
+        loop.call_soon_threadsafe(report, ScanProgress("walk", walked))
+
+    try:
+        return await asyncio.to_thread(diff_origin, db, observed())
+    except OSError as exc:
+        raise ScanFailed(f"cannot read the origin directory {root}: {exc.strerror}") from exc
+
+
+def _log_skip(item: Skipped) -> None:
+    if item.keep:
+        log.warning("origin scan: %s: %s (its database rows are kept)", item.path, item.reason)
+    elif item.reason == "rsync temporary file":
+        log.debug("origin scan: %s: %s", item.path, item.reason)
+    else:
+        log.info("origin scan: %s: not published: %s", item.path, item.reason)
+
+
+async def _hash_and_write(
+    root: str,
+    jobs: list[HashJob],
+    writer: _Writer,
+    report: ProgressCallback,
+    seen: int,
+    workers: int,
+    batch_size: int,
+) -> None:
+    loop = asyncio.get_running_loop()
+    bytes_to_hash = sum(job.file.size for job in jobs)
+    tasks = _tasks(jobs)
+    pending: deque[asyncio.Future[list[HashOutcome]]] = deque()
+    done = 0
+    executor = ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="origin-hash")
+
+    def submit() -> None:
+        task = next(tasks, None)
+        if task is not None:
+            pending.append(loop.run_in_executor(executor, _hash_task, root, task))
+
+    try:
+        for _ in range(_HASH_TASKS_IN_FLIGHT):  # enough to keep hashing while a batch is written
+            submit()
+        while pending:
+            outcomes = await pending.popleft()
+            submit()
+            for outcome in outcomes:
+                writer.add(outcome)
+            done += len(outcomes)
+            if writer.pending >= batch_size:
+                await writer.flush()
+            report(ScanProgress("hash", seen, len(jobs), done, bytes_to_hash, writer.bytes_hashed))
+        await writer.flush()
+    finally:
+        executor.shutdown(wait=False, cancel_futures=True)
+
+
+_UPDATE = (
+    update(ORIGIN_FILES)
+    .where(ORIGIN_FILES.c.id == bindparam("b_id"))
+    .values(
+        size=bindparam("b_size"),
+        mtime=bindparam("b_mtime"),
+        sha256=bindparam("b_sha256"),
+        changed_at=bindparam("b_changed_at"),
+    )
+)
+
+
+class _Writer:
+    """Collects hash outcomes and writes them, one transaction per batch."""
+
+    def __init__(self, sessions: async_sessionmaker[AsyncSession], clock: Callable[[], float]):
+        self._sessions = sessions
+        self._clock = clock
+        self._inserts: list[tuple[str, FileHash]] = []
+        self._updates: list[tuple[int, FileHash]] = []
+        self.new = self.changed = self.skipped = self.bytes_hashed = 0
+        self.paths: list[str] = []
+        self.overflow = False
+
+    @property
+    def pending(self) -> int:
+        return len(self._inserts) + len(self._updates)
+
+    def add(self, outcome: HashOutcome) -> None:
+        job, result = outcome.job, outcome.result
+        if result is None:
+            self.skipped += 1
+            log.warning("origin scan: %s: %s; retried next scan", job.file.path, outcome.reason)
+            return
+        self.bytes_hashed += result.size
+        if job.row_id is None:
+            self._inserts.append((job.file.path, result))
+        else:
+            self._updates.append((job.row_id, result))
+        if not self.overflow:
+            self.paths.append(job.file.path)
+            if len(self.paths) > MAX_CHANGED_PATHS:
+                self.overflow, self.paths = True, []
+
+    async def flush(self) -> None:
+        if not self.pending:
+            return
+        async with self._sessions() as session, session.begin():
+            now = self._clock()  # as late as possible: see the module docstring
+            if self._inserts:
+                rows: list[dict[str, Any]] = [
+                    {
+                        "path": p,
+                        "size": h.size,
+                        "mtime": h.mtime,
+                        "sha256": h.sha256,
+                        "changed_at": now,
+                    }
+                    for p, h in self._inserts
+                ]
+                await session.execute(insert(ORIGIN_FILES), rows)
+            if self._updates:
+                params: list[dict[str, Any]] = [
+                    {
+                        "b_id": i,
+                        "b_size": h.size,
+                        "b_mtime": h.mtime,
+                        "b_sha256": h.sha256,
+                        "b_changed_at": now,
+                    }
+                    for i, h in self._updates
+                ]
+                await session.execute(_UPDATE, params)
+            await bump_version(session)
+        self.new += len(self._inserts)
+        self.changed += len(self._updates)
+        self._inserts, self._updates = [], []
+
+
+def _batched(items: Sequence[int], size: int) -> Iterator[Sequence[int]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
