@@ -130,8 +130,11 @@ def nginx_autoindex(
     tz: str | None = None,
     exact_size: bool = True,
     extra: str = "",
+    port: int | None = None,
 ) -> Iterator[str]:
     """nginx serving ``root`` with ``autoindex on``; yields ``http://address:port/``.
+
+    ``port`` restarts a server on the port an earlier one had (default: a free port).
 
     ``tz`` (a TZ value such as ``"Etc/GMT-1"``, i.e. UTC+1) turns on ``autoindex_localtime``
     with that zone, so the listing shows shifted times as misconfigured mirrors do.
@@ -140,7 +143,7 @@ def nginx_autoindex(
     require(os.access(NGINX, os.X_OK), f"nginx not found at {NGINX}")
     workdir.mkdir(parents=True, exist_ok=True)
     readable(root)
-    port = free_port(address)
+    port = port or free_port(address)
     conf = workdir / "nginx.conf"
     localtime = "on" if tz else "off"
     conf.write_text(

@@ -66,9 +66,7 @@ class MirrorRow(Base):
 
     __table_args__ = (
         CheckConstraint("capacity > 0", name="capacity_positive"),
-        CheckConstraint(
-            "http_url IS NOT NULL OR https_url IS NOT NULL", name="has_http_or_https"
-        ),
+        CheckConstraint("http_url IS NOT NULL OR https_url IS NOT NULL", name="has_http_or_https"),
     )
 
 

@@ -81,8 +81,8 @@ class Listing:
 # --- sizes -------------------------------------------------------------------------------
 
 _UNITS = "KMGTPE"
-_EXACT = re.compile(r"\d{1,20}\Z")
-_ROUNDED = re.compile(r"(\d{1,4})(?:\.(\d))?([KMGTPE])\Z")
+_EXACT = re.compile(r"\d{1,20}\Z", re.ASCII)
+_ROUNDED = re.compile(r"(\d{1,15})(?:\.(\d))?([KMGTPE])\Z", re.ASCII)  # nginx: "12345G"
 
 
 def _apache_tenth_low(t: int) -> int:
@@ -117,7 +117,8 @@ def size_range(token: str) -> tuple[int, int] | None:
     u = 1 << (10 * (_UNITS.index(m[3]) + 1))
     q = u >> 10
     if tenth is None:
-        lo, hi = whole * u - u // 2, whole * u + u // 2 - 1
+        # Whole units only appear from 1 unit up (nginx: 10K, 1M, 1G; Apache: from 10).
+        lo, hi = max(u, whole * u - u // 2), whole * u + u // 2 - 1
     else:
         y = int(tenth)
         # Apache: remainder index range in units of q.
@@ -141,10 +142,12 @@ _MONTHS = {
         ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"), 1
     )
 }
-_DATE_DMY = re.compile(r"(\d{2})-([A-Z][a-z]{2})-(\d{4})\Z")  # nginx, Apache 2.2: 02-Jan-2024
-_DATE_ISO = re.compile(r"(\d{4})-(\d{2})-(\d{2})\Z")  # Apache 2.4: 2024-01-02
-_DATE_YMD = re.compile(r"(\d{4})-([A-Z][a-z]{2})-(\d{2})\Z")  # lighttpd: 2024-Jan-02
-_TIME = re.compile(r"(\d{2}):(\d{2})(?::(\d{2}))?\Z")
+_DATE_DMY = re.compile(
+    r"(\d{2})-([A-Z][a-z]{2})-(\d{4})\Z", re.ASCII
+)  # nginx, Apache 2.2: 02-Jan-2024
+_DATE_ISO = re.compile(r"(\d{4})-(\d{2})-(\d{2})\Z", re.ASCII)  # Apache 2.4: 2024-01-02
+_DATE_YMD = re.compile(r"(\d{4})-([A-Z][a-z]{2})-(\d{2})\Z", re.ASCII)  # lighttpd: 2024-Jan-02
+_TIME = re.compile(r"(\d{2}):(\d{2})(?::(\d{2}))?\Z", re.ASCII)
 
 
 def parse_listing_time(date: str, time: str) -> tuple[int, int] | None:
@@ -178,9 +181,9 @@ def parse_listing_time(date: str, time: str) -> tuple[int, int] | None:
 # worse), so those are escaped to "&lt;" first. The look-ahead stops at the next "<" or ">",
 # so this pass is linear.
 _LONE_LT = re.compile(r"""<(?!(?:[^<>"']|"[^"<>]*"|'[^'<>]*'){0,4096}>)""")
-_SORT_LINK = re.compile(r"\?C=([NMSD]);O=[AD]\Z")
-_SIMPLE_HREF = re.compile(r"[^/?#:.][^/?#:]*/?\Z")
-_PCT = re.compile(r"%[0-9a-fA-F]{2}")
+_SORT_LINK = re.compile(r"\?C=([NMSD]);O=[AD]\Z", re.ASCII)
+_SIMPLE_HREF = re.compile(r"[^/?#:.][^/?#:]*/?\Z", re.ASCII)
+_PCT = re.compile(r"%[0-9a-fA-F]{2}", re.ASCII)
 _CONTEXT_MAX = 256  # characters of text kept after a link: date, size and a bit of margin
 _TEXT_MAX = 256  # characters kept of <title> / heading
 
@@ -207,7 +210,7 @@ class _Collector(HTMLParser):
         self.title: list[str] = []
         self.lighttpd = False
         self.closed = False
-        self._cells: set[str] = set()
+        self.cells: set[str] = set()  # lighttpd's td classes seen
         self._depth = {"table": 0, "li": 0, "pre": 0, "title": 0, "h1": 0, "h2": 0}
         self._open: _Anchor | None = None  # the <a> we are inside
         self._ctx: _Anchor | None = None  # the anchor collecting the text after it
@@ -232,7 +235,7 @@ class _Collector(HTMLParser):
         elif tag in ("td", "th"):
             for k, v in attrs:
                 if k == "class" and v in ("m", "s"):
-                    self._cells.add(v)
+                    self.cells.add(v)
             self._add(" ")
         elif tag == "table":
             if any(k == "summary" and v == "Directory Listing" for k, v in attrs):
@@ -321,7 +324,7 @@ def _port(scheme: str, port: int | None) -> int | None:
 
 def _detect(c: _Collector) -> ListingFormat:
     title = " ".join(c.title).strip()
-    if c.lighttpd or {"m", "s"} <= c._cells:
+    if c.lighttpd or {"m", "s"} <= c.cells:
         return ListingFormat.LIGHTTPD
     if c.sort_columns:
         return ListingFormat.APACHE_PRE if c.sort_container == "pre" else ListingFormat.APACHE_TABLE
@@ -366,9 +369,9 @@ def _read_columns(
         i = 2
     lo, hi = 0, SIZE_UNKNOWN_MAX
     if want_size:
-        token = tokens[i] if len(tokens) > i else ""
-        if token != "-":
-            rng = size_range(token)
+        cell = tokens[i] if len(tokens) > i else ""
+        if cell != "-":
+            rng = size_range(cell)
             if rng is None:
                 raise _Unreadable("size")
             if not is_dir:
@@ -377,7 +380,9 @@ def _read_columns(
 
 
 def _read_best_effort(text: str, is_dir: bool) -> tuple[int, int, int | None, int]:
-    for want_date, want_size in ((True, True), (True, False), (False, True)):
+    # Only after a date: a lone number next to a link on an unknown page may be anything
+    # (a count, a version), and a size read wrongly would take a good mirror out.
+    for want_date, want_size in ((True, True), (True, False)):
         try:
             return _read_columns(text, want_date, want_size, is_dir)
         except _Unreadable:
