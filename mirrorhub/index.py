@@ -8,6 +8,7 @@ positions (``array('H')`` past 255 mirrors) rather than a Python set.
 from __future__ import annotations
 
 import asyncio
+import base64
 import fnmatch
 import ipaddress
 import logging
@@ -39,13 +40,15 @@ from mirrorhub.selection import (
     MirrorSlot,
     Profile,
     choose,
+    fast_choose,
     make_slot,
     rank_mirrors,
 )
 
 # (file id, path, size, mtime, sha256 hex or None, changed_at)
 FileTuple = tuple[int, str, int, int, str | None, float]
-PROFILE_CACHE_SIZE = 4096
+PROFILE_CACHE_SIZE = 16384
+RENDER_CACHE_SIZE = 65536
 log = logging.getLogger(__name__)
 
 
@@ -171,6 +174,8 @@ class Index:
             if mpos is not None and fpos is not None:
                 self.confirmations.setdefault(fpos, {})[mpos] = checked
         self._profiles: dict[tuple[object, ...], Profile] = {}
+        self._rendered: dict[int, tuple[bytes, bytes | None]] = {}
+        self._asns = frozenset(s.mirror.asn for s in self.slots if s.mirror.asn is not None)
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -191,18 +196,52 @@ class Index:
         return bytes(self.sha256[32 * pos : 32 * pos + 32]) if self.has_sha[pos] else None
 
     def profile(self, client: Client, options: Options) -> Profile:
+        """The client's ranking, shared by all clients that rank the same (cached)."""
         members = self.networks.members(client.address)
-        loc = _coarse(client.location)
+        loc = _coarse(client.location, self._asns)
         effective = _override_location(options.country)
         key = (members, loc, options, effective)
         profile = self._profiles.get(key)
         if profile is None:
             if len(self._profiles) >= PROFILE_CACHE_SIZE:
-                self._profiles.clear()
+                del self._profiles[next(iter(self._profiles))]  # oldest first
             coarse = Client(client.address, loc)
             profile = rank_mirrors(self.slots, coarse, options, members, effective)
             self._profiles[key] = profile
         return profile
+
+    def rendered(self, pos: int) -> tuple[bytes, bytes | None]:
+        """The file's %-encoded path and its ``Digest`` header value (cached, bounded)."""
+        hit = self._rendered.get(pos)
+        if hit is None:
+            if len(self._rendered) >= RENDER_CACHE_SIZE:
+                del self._rendered[next(iter(self._rendered))]
+            digest = self.sha256_digest(pos)
+            hit = (
+                quote_path(self.paths[pos]).encode("ascii"),
+                b"SHA-256=" + base64.b64encode(digest) if digest is not None else None,
+            )
+            self._rendered[pos] = hit
+        return hit
+
+    def fast_pick(
+        self, pos: int, profile: Profile, rng: random.Random, now: float
+    ) -> tuple[list[int], bool] | None:
+        """The hot path's choice for the file at ``pos``: positions in ``profile.ranked``
+        (chosen first, then alternates) and whether it is an allow_outdated pick. Agrees with
+        :meth:`decide` (see tests/test_fast_path.py)."""
+        return fast_choose(
+            profile,
+            self.paths[pos],
+            self.changed[pos],
+            self.bad[pos],
+            self.kinds[pos],
+            self.confirmations.get(pos),
+            rng,
+            self.config.band,
+            self.config.alternates,
+            bool(self.config.allow_outdated) and self.tolerates(pos, now),
+        )
 
     def origin_reason(self, pos: int) -> OriginReason | None:
         """Why this file is always served from the origin, or None."""
@@ -220,6 +259,11 @@ class Index:
             if path.startswith(prefix):
                 return seconds
         return 0.0
+
+    def tolerates(self, pos: int, now: float) -> bool:
+        """Whether an outdated copy may still serve the file at ``pos`` at ``now``."""
+        window = self.tolerance(self.paths[pos])
+        return window > 0 and now - self.changed[pos] <= window
 
     def decide(
         self,
@@ -251,8 +295,7 @@ class Index:
             client=client,
             options=options,
             confirmations=self.confirmations.get(pos),
-            tolerate_outdated=now is not None
-            and now - file.changed_at <= self.tolerance(file.path),
+            tolerate_outdated=now is not None and self.tolerates(pos, now),
         )
         if origin_reason is not None:
             return Decision(
@@ -267,13 +310,18 @@ class Index:
         return decision
 
 
-def _coarse(loc: Location) -> Location:
-    """Round coordinates to a grid (~50 km) so nearby clients share one cached profile."""
+def _coarse(loc: Location, asns: frozenset[int]) -> Location:
+    """What of a location selection can tell apart, so that many clients share a profile.
+
+    Coordinates snap to a 0.5 degree grid (at most ~40 km off); an AS that no mirror is in
+    cannot change a ranking and is dropped.
+    """
+    asn = loc.asn if loc.asn in asns else None
     if loc.latitude is None or loc.longitude is None:
-        return loc
+        return loc if asn == loc.asn else Location(loc.country, loc.continent, None, None, asn)
     lat = round(loc.latitude * 2) / 2
     lon = round(loc.longitude * 2) / 2
-    return Location(loc.country, loc.continent, lat, lon, loc.asn)
+    return Location(loc.country, loc.continent, lat, lon, asn)
 
 
 def _override_location(country: str | None) -> Location | None:

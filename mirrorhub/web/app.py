@@ -97,7 +97,7 @@ def create_app(
                 )
             )
         )
-        state.tasks.append(asyncio.create_task(_geoip_reloader(state.geo)))
+        state.tasks.append(asyncio.create_task(_geoip_reloader(state.geo, dispatcher)))
         stop_workers = asyncio.Event()
         worker_task = None
         if workers:
@@ -134,12 +134,14 @@ def create_app(
 
     inner = Starlette(routes=[Route("/-/health", health)], lifespan=lifespan)
     inner.state.mirrorhub = state
-    return Dispatcher(
+    dispatcher = Dispatcher(
         settings, state.holder, state.geo, inner, OriginServer(settings), rng, Views(), clock
     )
+    return dispatcher
 
 
-async def _geoip_reloader(geo: GeoLocator) -> None:
+async def _geoip_reloader(geo: GeoLocator, dispatcher: Dispatcher) -> None:
     while True:
         await asyncio.sleep(GEOIP_CHECK_SECONDS)
-        await asyncio.to_thread(geo.maybe_reload)
+        if await asyncio.to_thread(geo.maybe_reload):
+            dispatcher.forget_clients()  # cached contexts hold answers from the old file

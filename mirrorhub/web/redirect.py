@@ -10,6 +10,7 @@ workers or jinja2; a layering test guards that.
 from __future__ import annotations
 
 import base64
+import dataclasses
 import random
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
@@ -20,9 +21,10 @@ from urllib.parse import parse_qsl
 from mirrorhub import countries
 from mirrorhub.domain import Client, Decision, Options, Scheme
 from mirrorhub.errors import InvalidPath
-from mirrorhub.geo import GeoLocator, resolve_client
-from mirrorhub.index import IndexHolder
+from mirrorhub.geo import GeoLocator, parse_address, resolve_client
+from mirrorhub.index import Index, IndexHolder
 from mirrorhub.paths import normalize_path, quote_path
+from mirrorhub.selection import Profile
 from mirrorhub.settings import Settings
 
 Scope = MutableMapping[str, Any]
@@ -32,7 +34,12 @@ Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 MAX_LINK_LINE = 350  # old APT breaks on header lines of 360 bytes or more
+MAX_LINK_VALUE = MAX_LINK_LINE - len("Link: ")
+CONTEXT_CACHE_SIZE = 65536
+_FORWARD_HEADERS = frozenset({b"x-forwarded-for", b"forwarded", b"x-forwarded-proto"})
 _NO_STORE = (b"cache-control", b"private, no-store")
+_EMPTY = (b"content-length", b"0")
+_EMPTY_BODY = {"type": "http.response.body", "body": b""}
 _TEXT = (b"content-type", b"text/plain; charset=utf-8")
 
 
@@ -79,64 +86,164 @@ class Dispatcher:
         self.clock = clock
         self.trusted = settings.trusted_proxies
         self.max_links = settings.link_alternates
+        self._contexts: dict[tuple[object, ...], ClientContext] = {}
+        self._trusted_peers: dict[str, bool] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"].startswith("/-/") or scope["path"] == "/-":
+        raw_path = scope["path"]
+        if scope["type"] != "http" or raw_path.startswith("/-/") or raw_path == "/-":
             await self.inner(scope, receive, send)
             return
         method = scope["method"]
         if method != "GET" and method != "HEAD":
             await _plain(send, 405, b"method not allowed\n", [(b"allow", b"GET, HEAD")])
             return
+        index = self.holder.current
         try:
-            request = self.parse(scope)
+            path = normalize_path(raw_path)
+            ctx, accept = self.context(scope, index)
         except (InvalidPath, BadRequest) as exc:
             await _plain(send, 400, f"bad request: {exc}\n".encode())
             return
-        index = self.holder.current
-        pos = index.lookup(request.path)
+        pos = index.positions.get(path)
         if pos is None:
-            if index.is_dir(request.path):
+            request = Request(path, ctx.client, ctx.options, method == "HEAD")
+            if index.is_dir(path):
                 await self.origin.directory(request, scope, receive, send)
             else:
                 await _plain(send, 404, b"not found\n", head=request.head)
             return
-        view = _view_name(scope, self.views.names) if self.views is not None else None
+        view = ctx.view or (_accept_view(accept, self.views.names) if accept and self.views else None)
+        if view is None and index.origin_reason(pos) is None:
+            picks = index.fast_pick(pos, ctx.profile, self.rng, self.clock())
+            if picks is not None:
+                await self.redirect(index, pos, ctx.profile, picks, send)
+                return
+        # Views, origin-only files and files no mirror holds: the full decision.
+        request = Request(path, ctx.client, ctx.options, method == "HEAD")
         now = self.clock() if index.config.allow_outdated else None
-        decision = index.decide(
-            pos, request.client, request.options, self.rng, full=bool(view), now=now
-        )
+        decision = index.decide(pos, ctx.client, ctx.options, self.rng, full=bool(view), now=now)
         if view is not None and self.views is not None:
             await self.views.render(view, decision, index.sha256_digest(pos), scope, send)
             return
-        chosen = decision.chosen
-        if chosen is None:
+        if decision.chosen is None:
             await self.origin.file(request, decision, scope, receive, send)
             return
+        # Only reached if the fast and full paths ever disagree; answer correctly anyway.
+        await self.redirect_decision(index, pos, decision, send)
+
+    async def redirect(
+        self,
+        index: Index,
+        pos: int,
+        profile: Profile,
+        picks: tuple[list[int], bool],
+        send: Send,
+    ) -> None:
+        order, maybe_outdated = picks
+        quoted, digest = index.rendered(pos)
+        bases = profile.bases
+        first = order[0]
+        headers = [
+            (b"location", bases[first] + quoted),
+            _NO_STORE,
+            _EMPTY,
+            (b"x-mirrorhub-mirror", profile.names[first]),
+        ]
+        geo = profile.geo_suffixes
+        for pri, i in enumerate(order, start=1):
+            value = b"<%b%b>; rel=duplicate; pri=%d%b" % (bases[i], quoted, pri, geo[i])
+            if len(value) < MAX_LINK_VALUE:
+                headers.append((b"link", value))
+        if digest is not None and not maybe_outdated:  # an old copy has another hash
+            headers.append((b"digest", digest))
+        await send({"type": "http.response.start", "status": 302, "headers": headers})
+        await send(_EMPTY_BODY)
+
+    async def redirect_decision(
+        self, index: Index, pos: int, decision: Decision, send: Send
+    ) -> None:
+        chosen = decision.chosen
+        assert chosen is not None
         headers = [
             (b"location", chosen.url.encode("ascii")),
             _NO_STORE,
-            (b"content-length", b"0"),
+            _EMPTY,
             (b"x-mirrorhub-mirror", chosen.mirror.name.encode("ascii", "replace")),
         ]
         headers.extend(link_headers(decision, self.max_links))
         digest = index.sha256_digest(pos)
-        if digest is not None and not chosen.maybe_outdated:  # an old copy has another hash
+        if digest is not None and not chosen.maybe_outdated:
             headers.append((b"digest", b"SHA-256=" + base64.b64encode(digest)))
         await send({"type": "http.response.start", "status": 302, "headers": headers})
-        await send({"type": "http.response.body", "body": b""})
+        await send(_EMPTY_BODY)
 
-    def parse(self, scope: Scope) -> Request:
-        path = normalize_path(scope["path"])
+    def context(self, scope: Scope, index: Index) -> tuple[ClientContext, bytes | None]:
+        """The client, options and ranking for this request, cached per client.
+
+        The cache key holds only what decides them: the peer, the forwarding headers when
+        (and only when) the peer is a trusted proxy, the scheme and the query string. A
+        client cannot grow the cache with headers we ignore. Returns the Accept header too.
+        """
         peer = scope.get("client")
-        addr = resolve_client(peer[0] if peer else None, scope["headers"], self.trusted)
+        host = peer[0] if peer else None
+        trusted = self._peer_trusted(host)
+        accept = None
+        forwarded: list[bytes] = []
+        for name, value in scope["headers"]:
+            if name == b"accept":
+                accept = value
+            elif trusted and name in _FORWARD_HEADERS:
+                forwarded.append(name + b":" + value)
+        key = (host, tuple(forwarded), scope.get("scheme"), scope.get("query_string", b""))
+        ctx = self._contexts.get(key)
+        if ctx is None:
+            ctx = self._new_context(scope, host, index)
+            if len(self._contexts) >= CONTEXT_CACHE_SIZE:
+                del self._contexts[next(iter(self._contexts))]  # oldest first
+            self._contexts[key] = ctx
+        elif ctx.version != index.version:
+            ctx = dataclasses.replace(
+                ctx, version=index.version, profile=index.profile(ctx.client, ctx.options)
+            )
+            self._contexts[key] = ctx
+        return ctx, accept
+
+    def _new_context(self, scope: Scope, host: str | None, index: Index) -> ClientContext:
+        addr = resolve_client(host, scope["headers"], self.trusted)
         scheme = Scheme.HTTPS if scope.get("scheme") == "https" else Scheme.HTTP
         if addr.forwarded_proto is not None:
             scheme = Scheme.HTTPS if addr.forwarded_proto == "https" else Scheme.HTTP
         query = scope.get("query_string", b"")
         options = _options(query, scheme) if query else Options(scheme=scheme)
+        view = _query_view(query, self.views.names) if query and self.views else None
         client = Client(addr.address, self.geo.locate(addr.address))
-        return Request(path, client, options, scope["method"] == "HEAD")
+        return ClientContext(index.version, client, options, index.profile(client, options), view)
+
+    def _peer_trusted(self, host: str | None) -> bool:
+        if not self.trusted or host is None:
+            return False
+        known = self._trusted_peers.get(host)
+        if known is None:
+            address = parse_address(host)
+            known = address is not None and any(address in net for net in self.trusted)
+            if len(self._trusted_peers) >= CONTEXT_CACHE_SIZE:
+                self._trusted_peers.clear()
+            self._trusted_peers[host] = known
+        return known
+
+    def forget_clients(self) -> None:
+        """Drop cached client contexts (their GeoIP answers) after a database reload."""
+        self._contexts.clear()
+
+
+@dataclass(frozen=True, slots=True)
+class ClientContext:
+    version: int  # the index version ``profile`` belongs to
+    client: Client
+    options: Options
+    profile: Profile
+    view: str | None  # a view asked for in the query string
 
 
 class OriginHandler:
@@ -162,19 +269,19 @@ class ViewHandler:
         raise NotImplementedError
 
 
-def _view_name(scope: Scope, names: frozenset[str]) -> str | None:
-    """``?json``-style parameters or an Accept header ask for a view instead of a 302."""
-    query: bytes = scope.get("query_string", b"")
-    if query:
-        for name, _ in parse_qsl(query.decode("latin-1"), keep_blank_values=True):
-            if name in names:
-                return name
-    for key, value in scope["headers"]:
-        if key == b"accept":
-            if b"application/json" in value and "json" in names:
-                return "json"
-            if b"application/metalink4+xml" in value and "meta4" in names:
-                return "meta4"
+def _query_view(query: bytes, names: frozenset[str]) -> str | None:
+    """``?json``-style parameters ask for a view of the decision instead of a 302."""
+    for name, _ in parse_qsl(query.decode("latin-1"), keep_blank_values=True):
+        if name in names:
+            return name
+    return None
+
+
+def _accept_view(accept: bytes, names: frozenset[str]) -> str | None:
+    if b"application/json" in accept and "json" in names:
+        return "json"
+    if b"application/metalink4+xml" in accept and "meta4" in names:
+        return "meta4"
     return None
 
 

@@ -1,0 +1,218 @@
+"""The hot path without a server: microseconds per request spent in mirrorhub's own code.
+
+    .venv/bin/python -m bench.hotpath [--files 100000] [--mirrors 200] [--profile]
+
+Same synthetic install and request mix as bench/redirect.py, but the Dispatcher is called
+directly with ASGI scopes shaped like uvicorn's and a ``send`` that does nothing, so the
+figures exclude HTTP parsing and socket I/O. Reports the whole ``Dispatcher.__call__`` and its
+stages (parse = path + client address + GeoIP, lookup, decide = selection, link headers),
+cold (first pass: empty GeoIP and profile caches) and warm (median of later passes).
+``--profile`` adds a cProfile listing of one warm pass. Results: bench/results/hotpath.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import cProfile
+import ipaddress
+import json
+import pstats
+import random
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote
+
+if __package__ in (None, ""):  # run as a script: make "bench" importable
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.synth import build_database, client_addresses, request_path, write_geoip
+from mirrorhub.db import repositories
+from mirrorhub.db.session import create_engine, session_factory
+from mirrorhub.geo import GeoLocator
+from mirrorhub.index import IndexHolder, build_index
+from mirrorhub.paths import normalize_path
+from mirrorhub.settings import Settings
+from mirrorhub.web.app import index_config
+from mirrorhub.web.origin import OriginServer
+from mirrorhub.web.redirect import Dispatcher
+from mirrorhub.web.views import Views
+
+RESULTS = Path(__file__).resolve().parent / "results"
+PASSES = 3
+
+
+def scope_for(path: str, address: str) -> dict[str, Any]:
+    """An ASGI scope as uvicorn's httptools protocol builds it, from a trusted proxy."""
+    return {
+        "type": "http",
+        "asgi": {"version": "3.0", "spec_version": "2.4"},
+        "http_version": "1.1",
+        "server": ("127.0.0.1", 8080),
+        "client": ("127.0.0.1", 40000),
+        "scheme": "http",
+        "method": "GET",
+        "root_path": "",
+        "path": unquote(path),
+        "raw_path": path.encode("ascii"),
+        "query_string": b"",
+        "headers": [
+            (b"host", b"127.0.0.1:8080"),
+            (b"x-forwarded-for", address.encode("ascii")),
+        ],
+        "state": {},
+    }
+
+
+async def _noop_send(message: Any) -> None:
+    return None
+
+
+async def _receive() -> dict[str, Any]:
+    return {"type": "http.request", "body": b"", "more_body": False}
+
+
+async def per_call(scopes: list[dict[str, Any]], app: Dispatcher) -> float:
+    started = time.perf_counter()
+    for scope in scopes:
+        await app(scope, _receive, _noop_send)
+    return (time.perf_counter() - started) / len(scopes) * 1e6
+
+
+def per_item(items: list[Any], fn: Callable[[Any], object]) -> float:
+    started = time.perf_counter()
+    for item in items:
+        fn(item)
+    return (time.perf_counter() - started) / len(items) * 1e6
+
+
+async def measure(app: Dispatcher, scopes: list[dict[str, Any]], profile: bool) -> dict[str, Any]:
+    holder = app.holder
+    cold = await per_call(scopes, app)
+    warm = statistics.median([await per_call(scopes, app) for _ in range(PASSES)])
+    index = holder.current
+    paths = [normalize_path(s["path"]) for s in scopes]
+    contexts = [app.context(s, index)[0] for s in scopes]
+    positions = [index.lookup(p) for p in paths]
+    triples = [
+        (pos, ctx.profile, ctx)
+        for pos, ctx in zip(positions, contexts, strict=True)
+        if pos is not None
+    ]
+    rng = random.Random(1)
+    now = time.time()
+
+    def pick(t: tuple[int, Any, Any]) -> object:
+        return index.fast_pick(t[0], t[1], rng, now)
+
+    picks = [pick(t) for t in triples]
+    stages = {
+        "path": statistics.median(
+            per_item(scopes, lambda s: normalize_path(s["path"])) for _ in range(PASSES)
+        ),
+        "context": statistics.median(
+            per_item(scopes, lambda s: app.context(s, index)) for _ in range(PASSES)
+        ),
+        "lookup": statistics.median(per_item(paths, index.lookup) for _ in range(PASSES)),
+        "fast_pick": statistics.median(per_item(triples, pick) for _ in range(PASSES)),
+    }
+    found = sum(p is not None for p in positions)
+    redirected = sum(p is not None for p in picks)
+    if profile:
+        profiler = cProfile.Profile()
+        profiler.enable()
+        await per_call(scopes, app)
+        profiler.disable()
+        pstats.Stats(profiler).sort_stats("tottime").print_stats(25)
+    return {
+        "dispatcher_cold_us": round(cold, 1),
+        "dispatcher_warm_us": round(warm, 1),
+        "stages_warm_us": {k: round(v, 1) for k, v in stages.items()},
+        "found": found,
+        "redirected_to_mirror": redirected,
+        "profiles_cached": len(index._profiles),
+    }
+
+
+async def build_app(workdir: Path, settings: Settings) -> Dispatcher:
+    engine = create_engine(settings.database_url)
+    try:
+        async with session_factory(engine)() as session:
+            source = await repositories.load_index_source(session)
+    finally:
+        await engine.dispose()
+    holder = IndexHolder(build_index(source, index_config(settings)))
+    geo = GeoLocator(settings.geoip_city_db, settings.geoip_asn_db)
+
+    async def inner(scope: Any, receive: Callable[[], Awaitable[Any]], send: Any) -> None:
+        raise AssertionError("no /-/ requests here")
+
+    return Dispatcher(
+        settings, holder, geo, inner, OriginServer(settings), random.Random(1), Views()
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--files", type=int, default=100_000)
+    parser.add_argument("--mirrors", type=int, default=200)
+    parser.add_argument("--clients", type=int, default=5_000)
+    parser.add_argument("--samples", type=int, default=10_000)
+    parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--profile", action="store_true", help="print a cProfile listing")
+    parser.add_argument("--output", type=Path, default=RESULTS / "hotpath.json")
+    args = parser.parse_args(argv)
+    workdir = Path(tempfile.mkdtemp(prefix="mirrorhub-bench-hotpath-"))
+    try:
+        geo = write_geoip(workdir)
+        stats = build_database(
+            workdir / "mirrorhub.db",
+            files=args.files,
+            mirrors=args.mirrors,
+            blocks=geo.blocks,
+            progress=False,
+        )
+        rng = random.Random(args.seed)
+        clients = client_addresses(geo.blocks, args.clients)
+        scopes = [
+            scope_for(request_path(rng.choice(stats.redirectable)), rng.choice(clients))
+            for _ in range(args.samples)
+        ]
+        settings = Settings(
+            database_url=f"sqlite:///{workdir / 'mirrorhub.db'}",
+            geoip_city_db=geo.city_db,
+            geoip_asn_db=geo.asn_db,
+            trusted_proxies=(ipaddress.ip_network("127.0.0.1/32"),),
+            origin_url="http://origin.example.org/",
+        )
+        app = asyncio.run(build_app(workdir, settings))
+        figures = asyncio.run(measure(app, scopes, args.profile))
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    result = {
+        "benchmark": "hotpath",
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "setup": {
+            "files": args.files,
+            "mirrors": args.mirrors,
+            "diffs": stats.diffs,
+            "clients": args.clients,
+            "samples": args.samples,
+        },
+        **figures,
+    }
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps({k: v for k, v in result.items() if k != "setup"}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
