@@ -49,6 +49,7 @@ class Reason(enum.StrEnum):
     OUTDATED = "outdated"  # wrong size or mtime on the mirror
     STALE = "stale"  # the origin changed the file after the mirror's last good scan
     NO_SCHEME = "no https"  # the request needs HTTPS and the mirror offers none
+    SCHEME_DOWN = "scheme down"  # the probes took down every scheme this request could use
     COUNTRY_EXCLUDED = "country excluded"  # the mirror refuses the client's country
     AVOIDED = "avoided"  # the client asked to avoid the mirror's country
     NOT_OWN_NETWORK = "only serves its own networks"
@@ -109,6 +110,8 @@ class MirrorState:
     lagging: bool = False
     scan_failed: bool = False  # the mirror has no usable scan (failing for too long)
     last_good_scan: float | None = None  # start of the last good scan; None = never scanned
+    # Offered schemes the probes took DOWN. ``health`` is DOWN only when all of them are.
+    down_schemes: frozenset[Scheme] = frozenset()
 
 
 @dataclass(frozen=True, slots=True)

@@ -30,6 +30,7 @@ from mirrorhub.domain import (
     Options,
     OriginFile,
     Reason,
+    Scheme,
     Tier,
 )
 from mirrorhub.geo import distance_km
@@ -72,10 +73,42 @@ class Ranked:
 
 @dataclass(frozen=True, slots=True)
 class Profile:
-    """What selection knows about a client before looking at a file."""
+    """What selection knows about a client before looking at a file.
+
+    Besides the ranking itself it keeps the ranked mirrors' facts as parallel tuples, so the
+    hot path (:func:`fast_choose`) walks plain values instead of objects.
+    """
 
     ranked: tuple[Ranked, ...]  # best first
     excluded: tuple[Exclusion, ...]
+    idx: tuple[int, ...] = ()
+    tiers: tuple[int, ...] = ()
+    distances: tuple[float | None, ...] = ()
+    scopes: tuple[tuple[str, ...], ...] = ()
+    last_scans: tuple[float, ...] = ()
+    capacities: tuple[int, ...] = ()
+    bases: tuple[bytes, ...] = ()  # base URL for this request's scheme, ASCII
+    names: tuple[bytes, ...] = ()
+    geo_suffixes: tuple[bytes, ...] = ()  # b"; geo=de" for Link headers, or b""
+
+
+def make_profile(ranked: Sequence[Ranked], excluded: Sequence[Exclusion]) -> Profile:
+    return Profile(
+        tuple(ranked),
+        tuple(excluded),
+        tuple(r.slot.idx for r in ranked),
+        tuple(int(r.tier) for r in ranked),
+        tuple(r.distance for r in ranked),
+        tuple(r.slot.mirror.scope for r in ranked),
+        tuple(r.slot.state.last_good_scan or 0.0 for r in ranked),
+        tuple(r.slot.mirror.capacity for r in ranked),
+        tuple(r.base.encode("ascii") for r in ranked),
+        tuple(r.slot.mirror.name.encode("ascii", "replace") for r in ranked),
+        tuple(
+            f"; geo={r.slot.mirror.country.lower()}".encode() if r.slot.mirror.country else b""
+            for r in ranked
+        ),
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -164,9 +197,16 @@ def rank_mirrors(
         mirror = slot.mirror
         own_net = slot.idx in network_members
         reason = slot.static_reason or _restriction_reason(mirror, real, own_net, options)
-        base = mirror.https_url if needs_https else (mirror.http_url or mirror.https_url)
+        # A scheme the probes took down is not used; an HTTP request may fall back to HTTPS.
+        down = slot.state.down_schemes
+        https = mirror.https_url if Scheme.HTTPS not in down else None
+        if needs_https:
+            base = https
+        else:
+            base = (mirror.http_url if Scheme.HTTP not in down else None) or https
         if reason is None and base is None:
-            reason = Reason.NO_SCHEME
+            offered = mirror.https_url if needs_https else (mirror.http_url or mirror.https_url)
+            reason = Reason.NO_SCHEME if offered is None else Reason.SCHEME_DOWN
         if reason is not None:
             excluded.append(Exclusion(mirror, reason))
             continue
@@ -186,7 +226,7 @@ def rank_mirrors(
         key = (int(tier), float("inf") if distance is None else distance, slot.idx)
         ranked.append((key, Ranked(slot, tier, distance, base)))
     ranked.sort(key=lambda item: item[0])
-    return Profile(tuple(r for _, r in ranked), tuple(excluded))
+    return make_profile([r for _, r in ranked], excluded)
 
 
 def file_reason(
@@ -316,6 +356,96 @@ def _choose(
     return Decision(
         facts.file.path, facts.file, client, options, ranked[0], tuple(ranked), tuple(excluded)
     )
+
+
+def fast_choose(
+    profile: Profile,
+    path: str,
+    changed_at: float,
+    bad: Sequence[int] | None,
+    kinds: Sequence[int] | None,
+    confirmations: dict[int, float] | None,
+    rng: random.Random,
+    band: Band,
+    alternates: int,
+    tolerate: bool,
+) -> tuple[list[int], bool] | None:
+    """The hot path's :func:`choose`: positions in ``profile.ranked``, chosen first, and
+    whether the pick came from the allow_outdated pass.
+
+    Makes exactly the choice ``choose(..., full=False)`` makes (a property test holds them
+    equal) without building objects: it walks the profile's parallel tuples.
+    """
+    args = (profile, path, changed_at, bad, kinds, confirmations, rng, band, alternates)
+    picks = _fast(*args, False)
+    if picks is not None:
+        return picks, False
+    if tolerate:
+        picks = _fast(*args, True)
+        if picks is not None:
+            return picks, True
+    return None
+
+
+def _fast(
+    profile: Profile,
+    path: str,
+    changed_at: float,
+    bad: Sequence[int] | None,
+    kinds: Sequence[int] | None,
+    confirmations: dict[int, float] | None,
+    rng: random.Random,
+    band: Band,
+    alternates: int,
+    tolerate: bool,
+) -> list[int] | None:
+    idx, tiers, dists = profile.idx, profile.tiers, profile.distances
+    scopes, last_scans, caps = profile.scopes, profile.last_scans, profile.capacities
+    members: list[int] = []
+    others: list[int] = []
+    best_tier = -1
+    limit: float | None = None
+    closed = False
+    for i in range(len(idx)):
+        scope = scopes[i]
+        if scope and not path.startswith(scope):
+            continue
+        m = idx[i]
+        confirmed = confirmations.get(m) if confirmations else None
+        if confirmed is None or confirmed < changed_at:
+            if bad is not None and m in bad:
+                # The tolerant pass accepts an outdated copy, never a missing one.
+                if not tolerate or (kinds is not None and kinds[bad.index(m)] == KIND_MISSING):
+                    continue
+            elif last_scans[i] < changed_at and not tolerate:
+                continue
+        if best_tier < 0:
+            best_tier = tiers[i]
+            d = dists[i]
+            limit = None if d is None else band.limit(d)
+            members.append(i)
+            continue
+        if not closed and tiers[i] == best_tier and _in_band(dists[i], limit):
+            members.append(i)
+            continue
+        closed = True
+        others.append(i)
+        if len(others) >= alternates:
+            break
+    if not members:
+        return None
+    total = float(sum(caps[i] for i in members))
+    pick = rng.random() * total
+    chosen = len(members) - 1
+    acc = 0.0
+    for n, i in enumerate(members):
+        acc += caps[i]
+        if pick < acc:
+            chosen = n
+            break
+    first = members.pop(chosen)
+    members.sort(key=lambda i: -caps[i])
+    return ([first, *members, *others])[: alternates + 1]
 
 
 def _in_band(distance: float | None, limit: float | None) -> bool:

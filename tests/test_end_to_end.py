@@ -168,6 +168,7 @@ def test_dispatcher_with_workers_end_to_end(db_url: str, tmp_path: Path) -> None
         # The rsync module holds the tree from pub/ down: its base URL is the mirror's root.
         url = stack.enter_context(serve(env, free_port("127.0.0.1"), tmp_path / "serve.log"))
         d = Dispatcher(url)
+        stack.callback(d.http.close)
 
         # Scans and probes run in-process; wait until each client gets its own mirror.
         took = wait_until(
@@ -254,6 +255,7 @@ def test_mirror_down_and_back(db_url: str, tmp_path: Path) -> None:
                 serve(env, free_port("127.0.0.1"), tmp_path / "serve.log")
             )
             d = Dispatcher(dispatcher)
+            stack.callback(d.http.close)
             wait_until(lambda: d.chosen("/pub/a.iso", "192.0.2.1") == "flaky", 60, "scans")
         took = wait_until(
             lambda: d.reasons("/pub/a.iso", "192.0.2.1").get("flaky") == "down", 30, "exclusion"

@@ -244,6 +244,82 @@ def test_http_request_prefers_http_url_https_request_gets_https() -> None:
     assert d.chosen is not None and d.chosen.url.startswith("https://")
 
 
+HTTP_DOWN = frozenset({Scheme.HTTP})
+HTTPS_DOWN = frozenset({Scheme.HTTPS})
+BOTH_DOWN = HTTP_DOWN | HTTPS_DOWN
+HTTP_REQ = Options()
+HTTPS_REQ = Options(scheme=Scheme.HTTPS)
+HTTPS_ONLY = Options(https_only=True)
+NO_HTTP: dict[str, object] = {"http_url": None}
+NO_HTTPS: dict[str, object] = {"https_url": None}
+
+
+@pytest.mark.parametrize(
+    ("mirror_kw", "down", "options", "url_or_reason"),
+    [
+        # Nothing down: as before.
+        ({}, frozenset(), HTTP_REQ, "http://m0.example/pub/x.iso"),
+        ({}, frozenset(), HTTPS_REQ, "https://m0.example/pub/x.iso"),
+        # HTTPS down: no HTTPS request goes there, HTTP requests still do.
+        ({}, HTTPS_DOWN, HTTPS_REQ, Reason.SCHEME_DOWN),
+        ({}, HTTPS_DOWN, HTTPS_ONLY, Reason.SCHEME_DOWN),
+        ({}, HTTPS_DOWN, HTTP_REQ, "http://m0.example/pub/x.iso"),
+        # HTTP down: an HTTP request falls back to the mirror's HTTPS URL.
+        ({}, HTTP_DOWN, HTTP_REQ, "https://m0.example/pub/x.iso"),
+        ({}, HTTP_DOWN, HTTPS_REQ, "https://m0.example/pub/x.iso"),
+        ({**NO_HTTPS}, HTTP_DOWN, HTTP_REQ, Reason.SCHEME_DOWN),
+        # Every usable scheme down.
+        ({}, BOTH_DOWN, HTTP_REQ, Reason.SCHEME_DOWN),
+        ({}, BOTH_DOWN, HTTPS_REQ, Reason.SCHEME_DOWN),
+        ({**NO_HTTP}, HTTPS_DOWN, HTTP_REQ, Reason.SCHEME_DOWN),
+        # A down scheme the mirror does not offer changes nothing (stale state).
+        ({**NO_HTTP}, HTTP_DOWN, HTTP_REQ, "https://m0.example/pub/x.iso"),
+        ({**NO_HTTPS}, HTTPS_DOWN, HTTP_REQ, "http://m0.example/pub/x.iso"),
+        # No HTTPS offered at all stays "no https", whatever is down.
+        ({**NO_HTTPS}, HTTPS_DOWN, HTTPS_REQ, Reason.NO_SCHEME),
+        ({**NO_HTTPS}, HTTP_DOWN, HTTPS_REQ, Reason.NO_SCHEME),
+    ],
+)
+def test_down_schemes(
+    mirror_kw: dict[str, object],
+    down: frozenset[Scheme],
+    options: Options,
+    url_or_reason: str | Reason,
+) -> None:
+    state = MirrorState(Health.UP, last_good_scan=200.0, down_schemes=down)
+    slots = [make_slot(0, mirror(0, **mirror_kw), state, None)]
+    d = decide(slots, options=options)
+    if isinstance(url_or_reason, Reason):
+        assert d.chosen is None
+        assert reasons(d) == {"m0": url_or_reason}
+    else:
+        assert reasons(d) == {}
+        assert d.chosen is not None and d.chosen.url == url_or_reason
+
+
+def test_scheme_down_only_excludes_that_mirror_for_that_scheme() -> None:
+    broken = make_slot(
+        0,
+        mirror(0, country="DE"),
+        MirrorState(Health.UP, last_good_scan=200.0, down_schemes=HTTPS_DOWN),
+        None,
+    )
+    other = make_slot(1, mirror(1, country="US"), SCANNED, None)
+    d = decide([broken, other], options=HTTPS_REQ)
+    assert d.chosen is not None and d.chosen.mirror.name == "m1"
+    assert reasons(d) == {"m0": Reason.SCHEME_DOWN}
+    d = decide([broken, other], options=HTTP_REQ)
+    assert d.chosen is not None and d.chosen.mirror.name == "m0"  # same country wins
+    assert d.chosen.url == "http://m0.example/pub/x.iso"
+    assert reasons(d) == {}
+
+
+def test_a_static_reason_wins_over_a_down_scheme() -> None:
+    state = MirrorState(Health.DOWN, last_good_scan=200.0, down_schemes=BOTH_DOWN)
+    d = decide([make_slot(0, mirror(0), state, None)])
+    assert reasons(d) == {"m0": Reason.DOWN}
+
+
 mirror_strategy = st.builds(
     lambda i, enabled, health, scanned, cap, country, bad, scope: (
         mirror(i, enabled=enabled, capacity=cap, country=country, scope=scope),
@@ -284,6 +360,36 @@ def test_excluded_mirror_is_never_chosen(specs, seed) -> None:  # type: ignore[n
         m, s, b = specs[i]
         assert m.enabled and s.health is not Health.DOWN and s.last_good_scan == 200.0 and not b
         assert not m.scope or FILE.path.startswith(m.scope)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from([BOTH_DOWN, HTTP_DOWN, HTTPS_DOWN, frozenset()]),
+            st.sampled_from([{}, NO_HTTP, NO_HTTPS]),
+        ),
+        min_size=1,
+        max_size=6,
+    ),
+    st.sampled_from([HTTP_REQ, HTTPS_REQ, HTTPS_ONLY]),
+    st.integers(0, 2**32),
+)
+def test_a_down_scheme_is_never_handed_out(
+    specs: list[tuple[frozenset[Scheme], dict[str, object]]], options: Options, seed: int
+) -> None:
+    slots = [
+        make_slot(i, mirror(i, **kw), MirrorState(Health.UP, last_good_scan=200.0, down_schemes=down), None)
+        for i, (down, kw) in enumerate(specs)
+    ]  # fmt: skip
+    d = decide(slots, options=options, rng=random.Random(seed))
+    for c in d.ranked:
+        down, _ = specs[int(c.mirror.name[1:])]
+        scheme = Scheme(c.url.split(":", 1)[0])
+        assert scheme not in down
+        assert scheme is Scheme.HTTPS or not options.needs_https
+    for e in d.excluded:
+        assert e.reason in (Reason.SCHEME_DOWN, Reason.NO_SCHEME)
 
 
 @settings(max_examples=25, deadline=None)

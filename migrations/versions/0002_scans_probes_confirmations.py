@@ -111,6 +111,9 @@ def upgrade() -> None:
         batch_op.add_column(
             sa.Column("probe_successes", sa.Integer(), nullable=False, server_default="0")
         )
+        batch_op.add_column(
+            sa.Column("scheme_health", sa.Text(), nullable=False, server_default="")
+        )
         batch_op.add_column(sa.Column("last_probe_at", sa.DateTime(timezone=True), nullable=True))
         batch_op.add_column(
             sa.Column("last_probe_error", sa.String(length=256), nullable=False, server_default="")
@@ -127,6 +130,7 @@ def downgrade() -> None:
         batch_op.drop_column("trace_time")
         batch_op.drop_column("last_probe_error")
         batch_op.drop_column("last_probe_at")
+        batch_op.drop_column("scheme_health")
         batch_op.drop_column("probe_successes")
         batch_op.drop_column("probe_failures")
         batch_op.drop_column("tz_offset")

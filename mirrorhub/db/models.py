@@ -89,6 +89,8 @@ class MirrorStateRow(Base):
     tz_offset: Mapped[int] = mapped_column(Integer, default=0)  # seconds, from HTTP listings
     probe_failures: Mapped[int] = mapped_column(Integer, default=0)  # consecutive
     probe_successes: Mapped[int] = mapped_column(Integer, default=0)  # consecutive
+    # Per-scheme probe hysteresis, "http=up:0:3 https=down:2:0" (mirrorhub.workers.health)
+    scheme_health: Mapped[str] = mapped_column(Text, default="")
     last_probe_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     last_probe_error: Mapped[str] = mapped_column(String(256), default="")
     trace_time: Mapped[float | None] = mapped_column(Float)  # what the mirror's trace file says

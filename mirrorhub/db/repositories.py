@@ -13,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from mirrorhub.domain import Health, IPNetwork, Mirror, MirrorState, Restrictions
 from mirrorhub.index import FileTuple, IndexSource
 from mirrorhub.validation import MirrorInput
+from mirrorhub.workers.health import decode_scheme_health, down_schemes
 
 from .models import (
     IndexVersionRow,
@@ -145,6 +146,7 @@ def _state(row: MirrorStateRow | None) -> MirrorState:
         lagging=row.lagging,
         scan_failed=row.scan_failed,
         last_good_scan=row.last_good_scan,
+        down_schemes=down_schemes(decode_scheme_health(row.scheme_health)),
     )
 
 

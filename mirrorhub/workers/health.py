@@ -12,18 +12,33 @@ Rules (each one is a decision the status page and the tests rely on):
   that stay on the mirror (same scheme, host and port as one of its base URLs). A redirect
   anywhere else fails as ``"redirect elsewhere"``: we never follow it, and neither should a
   client's download depend on it.
-- **A round** is good only when *every* scheme the mirror offers succeeded: the index holds
-  one health per mirror, and a mirror with broken HTTPS must not get HTTPS clients. (The
-  price: its working HTTP is unused until HTTPS is fixed; per-scheme health in the index
-  would lift that.)
-- **Hysteresis.** ``down_after`` consecutive bad rounds take a mirror DOWN; a DOWN mirror
-  needs ``up_after`` consecutive good rounds to come back. UNKNOWN (never probed) is already
-  trusted by selection, so one good round makes it UP, and it goes DOWN by the same
-  ``down_after`` rule as an UP mirror. One failed probe never flips a mirror.
+- **Hysteresis, per scheme.** Each scheme a mirror offers (HTTP, HTTPS) has its own health:
+  ``down_after`` consecutive failed probes take it DOWN; a DOWN scheme needs ``up_after``
+  consecutive good probes to come back. UNKNOWN (never probed) is already trusted by
+  selection, so one good probe makes it UP, and it goes DOWN by the same ``down_after`` rule
+  as an UP scheme. One failed probe never flips a scheme. A scheme the mirror no longer
+  offers is forgotten; a newly offered one starts UNKNOWN.
+- **The mirror-wide health** follows from its schemes: UP when at least one scheme is UP,
+  DOWN when every offered scheme is DOWN, UNKNOWN otherwise (say HTTP not yet judged and
+  HTTPS DOWN). Selection excludes a DOWN mirror for every request, and a mirror with a DOWN
+  scheme only for requests that cannot use another scheme (see
+  :attr:`~mirrorhub.domain.MirrorState.down_schemes`): a mirror with broken HTTPS keeps its
+  HTTP clients.
+- **A round** is "good" when every offered scheme succeeded (:func:`round_ok`); the
+  mirror-wide ``probe_failures`` / ``probe_successes`` counters count such rounds for the
+  status page, but no longer drive health.
+- **Storage.** The per-scheme states live in ``mirror_state.scheme_health``, one token per
+  scheme, sorted by scheme, separated by one space:
+  ``"http=up:0:3 https=down:2:0"`` is ``<scheme>=<health>:<failures>:<successes>`` (the
+  consecutive counters, decimal, at most 7 digits). Parsing is strict, per token
+  (:func:`decode_scheme_health`): a token that does not match exactly, names an unknown
+  scheme or health, or repeats a scheme, is ignored, so that scheme is UNKNOWN (trusted)
+  until probed again. ``""`` (never probed) means every scheme UNKNOWN.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from urllib.parse import urljoin, urlsplit
@@ -55,6 +70,80 @@ def next_health(
     failures = min(prev.failures + 1, COUNTER_CAP)
     health = Health.DOWN if failures >= down_after else prev.health
     return HealthState(health, failures, 0)
+
+
+def next_scheme_health(
+    prev: Mapping[Scheme, HealthState],
+    results: Iterable[tuple[Scheme, bool]],
+    *,
+    down_after: int,
+    up_after: int,
+) -> dict[Scheme, HealthState]:
+    """Every probed scheme's state after this round, by :func:`next_health` from its own
+    previous state (UNKNOWN when it has none). Schemes not probed (no longer offered) are
+    dropped."""
+    return {
+        scheme: next_health(
+            prev.get(scheme, HealthState()), ok, down_after=down_after, up_after=up_after
+        )
+        for scheme, ok in results
+    }
+
+
+def mirror_health(schemes: Mapping[Scheme, HealthState]) -> Health:
+    """UP when a scheme is UP, DOWN when every (and at least one) scheme is DOWN."""
+    healths = [s.health for s in schemes.values()]
+    if Health.UP in healths:
+        return Health.UP
+    if healths and all(h is Health.DOWN for h in healths):
+        return Health.DOWN
+    return Health.UNKNOWN
+
+
+def down_schemes(schemes: Mapping[Scheme, HealthState]) -> frozenset[Scheme]:
+    return frozenset(scheme for scheme, s in schemes.items() if s.health is Health.DOWN)
+
+
+def next_round_counts(failures: int, successes: int, ok: bool) -> tuple[int, int]:
+    """The mirror-wide consecutive (failed, good) round counters after one round."""
+    if ok:
+        return 0, min(successes + 1, COUNTER_CAP)
+    return min(failures + 1, COUNTER_CAP), 0
+
+
+_TOKEN = re.compile(r"([a-z]+)=([a-z]+):([0-9]{1,7}):([0-9]{1,7})")
+
+
+def encode_scheme_health(schemes: Mapping[Scheme, HealthState]) -> str:
+    """The ``mirror_state.scheme_health`` text (see the module docstring)."""
+    return " ".join(
+        f"{scheme.value}={s.health.value}:{min(s.failures, COUNTER_CAP)}:"
+        f"{min(s.successes, COUNTER_CAP)}"
+        for scheme, s in sorted(schemes.items(), key=lambda item: item[0])
+    )
+
+
+def decode_scheme_health(text: str | None) -> dict[Scheme, HealthState]:
+    """Parse ``mirror_state.scheme_health``; what does not parse is UNKNOWN (left out)."""
+    found: dict[Scheme, HealthState] = {}
+    repeated: set[Scheme] = set()
+    for token in (text or "").split(" "):
+        match = _TOKEN.fullmatch(token)
+        if match is None:
+            continue
+        name, health, failures, successes = match.groups()
+        try:
+            scheme, state = Scheme(name), Health(health)
+        except ValueError:
+            continue
+        if scheme in found:
+            repeated.add(scheme)
+        found[scheme] = HealthState(
+            state, min(int(failures), COUNTER_CAP), min(int(successes), COUNTER_CAP)
+        )
+    for scheme in repeated:
+        del found[scheme]
+    return found
 
 
 def round_ok(scheme_ok: Iterable[bool]) -> bool:

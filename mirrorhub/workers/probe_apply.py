@@ -1,8 +1,10 @@
 """Health probes, the database part: plan a round (who, what to request, the origin's trace
 time) and write its outcome (``probe_results`` rows, ``mirror_state`` health and lag).
 
-The index version is bumped only when a mirror's health or ``lagging`` flag changed, so a
-round that changes nothing does not make every dispatcher rebuild its index.
+The index version is bumped only when something the dispatcher uses changed: a mirror's
+health, its ``lagging`` flag or its set of DOWN schemes (the per-scheme states and counters
+in ``mirror_state.scheme_health`` change every round and are not worth a rebuild), so a round
+that changes nothing does not make every dispatcher rebuild its index.
 """
 
 from __future__ import annotations
@@ -28,15 +30,19 @@ from mirrorhub.db.models import (
     ProbeResultRow,
 )
 from mirrorhub.db.repositories import bump_version, row_to_mirror
-from mirrorhub.domain import Health, Mirror
+from mirrorhub.domain import Health, Mirror, Scheme
 from mirrorhub.errors import NotFound, ProbeFailed
 from mirrorhub.settings import Settings
 from mirrorhub.workers.health import (
-    HealthState,
     MirrorProbe,
     Target,
     choose_target,
-    next_health,
+    decode_scheme_health,
+    down_schemes,
+    encode_scheme_health,
+    mirror_health,
+    next_round_counts,
+    next_scheme_health,
 )
 from mirrorhub.workers.trace import TRACE_MAX_BYTES, LagState, is_lagging, next_lag, parse_trace
 
@@ -179,7 +185,8 @@ class MirrorOutcome:
     health: Health
     lag_seconds: float | None
     lagging: bool
-    changed: bool  # health or lagging flipped (the index version was bumped)
+    changed: bool  # health, lagging or down_schemes changed (the index version was bumped)
+    down_schemes: frozenset[Scheme] = frozenset()  # offered schemes now DOWN
 
 
 async def apply_round(
@@ -270,11 +277,17 @@ def _update_state(
         old_health = Health(row.health)
     except ValueError:
         old_health = Health.UNKNOWN
-    state = next_health(
-        HealthState(old_health, row.probe_failures or 0, row.probe_successes or 0),
-        probe.ok,
+    old_schemes = decode_scheme_health(row.scheme_health)
+    schemes = next_scheme_health(
+        old_schemes,
+        ((r.scheme, r.ok) for r in probe.results),
         down_after=settings.probe_down_after,
         up_after=settings.probe_up_after,
+    )
+    health = mirror_health(schemes)
+    old_down, down = down_schemes(old_schemes), down_schemes(schemes)
+    failures, successes = next_round_counts(
+        row.probe_failures or 0, row.probe_successes or 0, probe.ok
     )
     old_lagging = bool(row.lagging)
     lag = row.lag_seconds
@@ -289,12 +302,13 @@ def _update_state(
     # else: the trace could not be read this round; the last judgement stands.
     lagging = is_lagging(lag, settings.max_lag_seconds)
 
-    row.health = str(state.health)
-    row.probe_failures = state.failures
-    row.probe_successes = state.successes
+    row.health = str(health)
+    row.scheme_health = encode_scheme_health(schemes)
+    row.probe_failures = failures
+    row.probe_successes = successes
     row.last_probe_at = _ts(now)
     row.last_probe_error = probe.error[:ERROR_CHARS]
     row.lag_seconds = lag
     row.lagging = lagging
-    changed = state.health is not old_health or lagging != old_lagging
-    return MirrorOutcome(probe, state.health, lag, lagging, changed)
+    changed = health is not old_health or lagging != old_lagging or down != old_down
+    return MirrorOutcome(probe, health, lag, lagging, changed, down)

@@ -13,9 +13,15 @@ from mirrorhub.workers.health import (
     SchemeResult,
     Target,
     choose_target,
+    decode_scheme_health,
+    down_schemes,
+    encode_scheme_health,
     judge_response,
+    mirror_health,
     mirror_origins,
     next_health,
+    next_round_counts,
+    next_scheme_health,
     round_ok,
 )
 from mirrorhub.workers.netpolicy import AddressRefused, ResolveFailed
@@ -80,8 +86,136 @@ def test_counters_are_consecutive_and_capped() -> None:
 
 def test_round_needs_every_scheme() -> None:
     assert round_ok([True, True])
-    assert not round_ok([True, False])  # broken HTTPS takes the mirror out
+    assert not round_ok([True, False])  # counted as a failed round; health is per scheme
     assert not round_ok([])
+
+
+# --- per-scheme health ------------------------------------------------------------------
+
+HTTP, HTTPS = Scheme.HTTP, Scheme.HTTPS
+
+
+def run_schemes(rounds: str, down: int = 2, up: int = 2) -> str:
+    """Rounds of "<http><https>" results ("+" good, "-" bad, "." not offered), space
+    separated; per round: the HTTP letter, the HTTPS letter ("." when absent) and the
+    mirror-wide one, e.g. "UDU"."""
+    states: dict[Scheme, HealthState] = {}
+    out = []
+    for r in rounds.split():
+        results = [(s, c == "+") for s, c in zip((HTTP, HTTPS), r, strict=True) if c != "."]
+        states = next_scheme_health(states, results, down_after=down, up_after=up)
+        letters = [LETTER[states[s].health] if s in states else "." for s in (HTTP, HTTPS)]
+        out.append("".join(letters) + LETTER[mirror_health(states)])
+    return " ".join(out)
+
+
+@pytest.mark.parametrize(
+    ("rounds", "expected"),
+    [
+        # Both fine: both UP at once (UNKNOWN is trusted; one good probe confirms).
+        ("++ ++", "UUU UUU"),
+        # Broken HTTPS: HTTPS goes DOWN after two failures, the mirror stays UP by HTTP.
+        ("+- +- +-", "U?U UDU UDU"),
+        # ... and needs two good probes in a row to come back.
+        ("+- +- ++ +- ++ ++", "U?U UDU UDU UDU UDU UUU"),
+        # Broken HTTP, fine HTTPS: the mirror-wide health is UP.
+        ("-+ -+", "?UU DUU"),
+        # Every scheme DOWN: the mirror is DOWN; one scheme back (after up_after) lifts it.
+        ("-- --", "??? DDD"),
+        ("-- -- +- +-", "??? DDD DDD UDU"),
+        # One scheme DOWN, the other not yet judged: UNKNOWN (trusted, per scheme).
+        ("-- -- -+", "??? DDD DDD"),
+        # Schemes are independent: alternating failures never flip either.
+        ("+- -+ +- -+", "U?U UUU UUU UUU"),
+        # HTTP only.
+        ("+. -. -.", "U.U U.U D.D"),
+        # A scheme no longer offered is forgotten; a new one starts UNKNOWN.
+        ("+- +- +.", "U?U UDU U.U"),
+        ("-. -. .-", "?.? D.D .??"),
+    ],
+)
+def test_scheme_hysteresis(rounds: str, expected: str) -> None:
+    assert run_schemes(rounds) == expected
+
+
+def test_scheme_hysteresis_thresholds_of_three() -> None:
+    assert run_schemes("+- +- +- ++ ++ ++", down=3, up=3) == "U?U U?U UDU UDU UDU UUU"
+
+
+@pytest.mark.parametrize(
+    ("schemes", "health"),
+    [
+        ({}, Health.UNKNOWN),
+        ({HTTP: Health.UP}, Health.UP),
+        ({HTTP: Health.DOWN}, Health.DOWN),
+        ({HTTP: Health.UNKNOWN}, Health.UNKNOWN),
+        ({HTTP: Health.UP, HTTPS: Health.DOWN}, Health.UP),
+        ({HTTP: Health.DOWN, HTTPS: Health.UP}, Health.UP),
+        ({HTTP: Health.DOWN, HTTPS: Health.DOWN}, Health.DOWN),
+        ({HTTP: Health.UNKNOWN, HTTPS: Health.DOWN}, Health.UNKNOWN),
+        ({HTTP: Health.UNKNOWN, HTTPS: Health.UP}, Health.UP),
+    ],
+)
+def test_mirror_health_from_schemes(schemes: dict[Scheme, Health], health: Health) -> None:
+    states = {s: HealthState(h) for s, h in schemes.items()}
+    assert mirror_health(states) is health
+    assert down_schemes(states) == {s for s, h in schemes.items() if h is Health.DOWN}
+
+
+def test_round_counters() -> None:
+    assert next_round_counts(0, 4, False) == (1, 0)
+    assert next_round_counts(3, 0, True) == (0, 1)
+    assert next_round_counts(COUNTER_CAP, 0, False) == (COUNTER_CAP, 0)
+
+
+def test_scheme_health_encoding_round_trips() -> None:
+    states = {
+        HTTPS: HealthState(Health.DOWN, 2, 0),
+        HTTP: HealthState(Health.UP, 0, 3),
+    }
+    text = encode_scheme_health(states)
+    assert text == "http=up:0:3 https=down:2:0"  # sorted by scheme
+    assert decode_scheme_health(text) == states
+    assert encode_scheme_health({}) == ""
+    big = {HTTP: HealthState(Health.UP, 0, COUNTER_CAP)}
+    assert decode_scheme_health(encode_scheme_health(big)) == big
+
+
+UP3 = HealthState(Health.UP, 0, 3)
+DOWN2 = HealthState(Health.DOWN, 2, 0)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (None, {}),
+        ("", {}),
+        ("http=up:0:3", {HTTP: UP3}),
+        ("https=down:2:0", {HTTPS: DOWN2}),
+        ("https=down:2:0 http=up:0:3", {HTTP: UP3, HTTPS: DOWN2}),  # any order
+        # Strict, per token: what does not match exactly leaves that scheme UNKNOWN.
+        ("http=up:0:3 https=sideways:2:0", {HTTP: UP3}),  # unknown health
+        ("http=up:0:3 ftp=down:2:0", {HTTP: UP3}),  # unknown scheme
+        ("HTTP=up:0:3", {}),
+        ("http=UP:0:3", {}),
+        ("http=up:0", {}),
+        ("http=up:0:3:4", {}),
+        ("http=up:-1:3", {}),
+        ("http=up:0:3x", {}),
+        ("http = up:0:3", {}),
+        ("http=up:0:12345678", {}),  # more than 7 digits
+        ("http=up:0:٣", {}),  # only ASCII digits
+        ("http=up:0:3\n", {}),
+        ("http=up:0:3,https=down:2:0", {}),
+        ("http=up:0:3  https=down:2:0", {HTTP: UP3, HTTPS: DOWN2}),  # an empty token
+        ("http=up:0:3 http=down:2:0 https=down:2:0", {HTTPS: DOWN2}),  # repeated: unknown
+        ("http=up:0:9999999", {HTTP: HealthState(Health.UP, 0, COUNTER_CAP)}),  # capped
+    ],
+)
+def test_scheme_health_parse_is_strict(
+    text: str | None, expected: dict[Scheme, HealthState]
+) -> None:
+    assert decode_scheme_health(text) == expected
 
 
 def _result(scheme: Scheme, ok: bool, trace: float | None = None, error: str = "") -> SchemeResult:

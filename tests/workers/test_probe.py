@@ -8,6 +8,7 @@ endless body ...) and can stop and restart on the same port.
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import socket
 import time
 from collections.abc import AsyncIterator, Callable
@@ -27,7 +28,7 @@ from mirrorhub.db.models import (
     ProbeResultRow,
 )
 from mirrorhub.db.repositories import current_version, load_index_source
-from mirrorhub.domain import Health, Reason
+from mirrorhub.domain import Client, Health, Options, Reason, Scheme
 from mirrorhub.index import IndexConfig, build_index
 from mirrorhub.settings import Settings
 from mirrorhub.workers.probe import probe_mirrors
@@ -285,11 +286,16 @@ async def test_round_classifies_every_failure(
     assert healthy_state.health == "up"
     assert healthy_state.trace_time == int(now) - 60
     assert healthy_state.lag_seconds == 0 and not healthy_state.lagging
-    for name in ("err500", "hangs", "refused", "badtls"):
+    for name in ("err500", "hangs", "refused"):
         state = await state_of(sessions, name)
         # One failed round is not enough to take a mirror down.
         assert (state.health, state.probe_failures, state.probe_successes) == ("unknown", 1, 0)
-    assert (await state_of(sessions, "badtls")).last_probe_error == "https: tls"
+        assert state.scheme_health == "http=unknown:1:0"
+    badtls = await state_of(sessions, "badtls")
+    # Health is per scheme: its working HTTP makes it UP; the round still counts as failed.
+    assert (badtls.health, badtls.probe_failures, badtls.probe_successes) == ("up", 1, 0)
+    assert badtls.scheme_health == "http=up:0:1 https=unknown:1:0"
+    assert badtls.last_probe_error == "https: tls"
     # unknown -> up (twice) changed health: the index is told once, in one transaction.
     assert await version(sessions) == before + 1
 
@@ -327,6 +333,71 @@ async def test_down_after_two_failed_rounds_up_after_two_good(
     assert [r.ok for r in await results_of(sessions, "m")] == [
         True, False, False, False, True, True,
     ]  # fmt: skip
+
+
+async def reasons_by_scheme(sessions: Sessions, name: str) -> dict[Scheme, Reason | None]:
+    """Why the dispatcher's index excludes ``name`` for an HTTP and an HTTPS request."""
+    async with sessions() as session:
+        source = await load_index_source(session)
+    index = build_index(source, IndexConfig())
+    client = Client(ipaddress.ip_address("192.0.2.1"))
+    out: dict[Scheme, Reason | None] = {}
+    for scheme in Scheme:
+        profile = index.profile(client, Options(scheme=scheme))
+        found = [e.reason for e in profile.excluded if e.mirror.name == name]
+        out[scheme] = found[0] if found else None
+        if not found:
+            (ranked,) = [r for r in profile.ranked if r.slot.mirror.name == name]
+            assert ranked.base.startswith(f"{scheme}://"), "the request's own scheme"
+    return out
+
+
+HTTPS_DOWN = frozenset({Scheme.HTTPS})
+BOTH_DOWN = frozenset({Scheme.HTTP, Scheme.HTTPS})
+
+
+async def test_broken_https_keeps_http_clients(
+    db_url: str, sessions: Sessions, tmp_path: Path, servers: Callable[..., FakeMirror]
+) -> None:
+    stamp = str(int(time.time()) - 60).encode()
+    origin = write_origin_trace(tmp_path / "origin", stamp)
+    http = await servers("127.0.0.2", tree={TRACE: stamp}).start()
+    https = f"https://127.0.0.3:{closed_port('127.0.0.3')}/"  # refuses
+    await add_mirror(sessions, "m", http.url, https)
+    settings = settings_for(db_url, origin)
+    v0 = await version(sessions)
+
+    async def round_() -> tuple[Health, frozenset[Scheme], int]:
+        (o,) = await probe_mirrors(sessions, settings, ["m"])
+        assert [(r.scheme, r.error) for r in o.probe.results][1:] == [(Scheme.HTTPS, "refused")]
+        return o.health, o.down_schemes, await version(sessions)
+
+    assert await round_() == (Health.UP, frozenset(), v0 + 1)  # unknown -> up
+    assert await reasons_by_scheme(sessions, "m") == {Scheme.HTTP: None, Scheme.HTTPS: None}
+    assert await round_() == (Health.UP, HTTPS_DOWN, v0 + 2)  # a dispatcher change
+    state = await state_of(sessions, "m")
+    assert state.scheme_health == "http=up:0:2 https=down:2:0"
+    assert (state.probe_failures, state.probe_successes) == (2, 0)
+    assert await exclusion(sessions, "m") is None, "not excluded for every request"
+    assert await reasons_by_scheme(sessions, "m") == {
+        Scheme.HTTP: None,
+        Scheme.HTTPS: Reason.SCHEME_DOWN,
+    }
+    assert await round_() == (Health.UP, HTTPS_DOWN, v0 + 2), "nothing new: no bump"
+
+    # HTTP fails too: after two rounds every scheme is down, and so is the mirror.
+    await http.stop()
+    assert await round_() == (Health.UP, HTTPS_DOWN, v0 + 2)
+    assert await round_() == (Health.DOWN, BOTH_DOWN, v0 + 3)
+    assert await exclusion(sessions, "m") == Reason.DOWN
+    # HTTP back (same port): two good rounds bring the mirror back for HTTP requests.
+    await http.start()
+    assert await round_() == (Health.DOWN, BOTH_DOWN, v0 + 3)
+    assert await round_() == (Health.UP, HTTPS_DOWN, v0 + 4)
+    assert await reasons_by_scheme(sessions, "m") == {
+        Scheme.HTTP: None,
+        Scheme.HTTPS: Reason.SCHEME_DOWN,
+    }
 
 
 # --- lag --------------------------------------------------------------------------------
