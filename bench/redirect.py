@@ -1,0 +1,543 @@
+"""Redirect throughput: mirrorhub's hot path against a bare ASGI app under the same uvicorn.
+
+    .venv/bin/python -m bench.redirect [--files 100000] [--mirrors 200] [--duration 15]
+                                       [--connections 32] [--threads 2] [--rounds 3]
+
+Builds a synthetic install in a temporary directory (SQLite database, city + ASN GeoIP files;
+see bench/synth.py), starts three servers as separate processes with identical uvicorn
+settings on 127.0.0.1:
+
+* ``bare``: a fixed 302 with Location and Content-Length (the floor of the stack);
+* ``bare-full``: a fixed 302 carrying the same headers as a typical mirrorhub answer
+  (Location, Cache-Control, X-Mirrorhub-Mirror, 5 Link lines, Digest), to split the cost of
+  writing those headers from the cost of deciding them;
+* ``mirrorhub``: ``create_app(settings)`` with ``trusted_proxies=127.0.0.1/32``.
+
+All get the same wrk Lua script: 10,000 (path, X-Forwarded-For) pairs sampled from the files
+a mirror should serve and from thousands of client addresses across ~50 countries. wrk counts
+the status codes; an httpx check of a sample first asserts that mirrorhub answers 302s to
+mirrors. After a warm-up, rounds alternate between the apps; the report gives the median
+requests/s, latency percentiles and server CPU time per request of each, and the ratio
+mirrorhub / bare.
+
+Not a test: numbers depend on the (shared, 2-core) machine, so only ratios measured in the
+same run mean much. Results go to bench/results/redirect.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import ipaddress
+import json
+import os
+import platform
+import random
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+if __package__ in (None, ""):  # run as a script: make "bench" importable
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import httpx
+
+from bench.synth import (
+    FIRST_OCTET,
+    build_database,
+    client_addresses,
+    country_list,
+    request_path,
+    write_geoip,
+)
+
+BENCH = Path(__file__).resolve().parent
+RESULTS = BENCH / "results"
+SERVER = BENCH / "server.py"
+READY_TIMEOUT = 180.0
+RESULT_MARK = "BENCH_RESULT "
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+@dataclass
+class Server:
+    name: str
+    port: int
+    process: subprocess.Popen[bytes]
+    log: Path
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+
+def profile_server(
+    server: Server, lua: Path, workdir: Path, duration: int, opts: dict[str, int]
+) -> None:
+    """Sample the server with py-spy during one more wrk run; print the top functions."""
+    raw = workdir / "profile.txt"
+    spy = subprocess.Popen(
+        ["py-spy", "record", "--pid", str(server.process.pid), "--duration", str(duration),
+         "--format", "raw", "--output", str(raw), "--nonblocking"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    run_wrk(server, lua, duration=duration, **opts)
+    spy.wait(duration + 30)
+    own: dict[str, int] = {}
+    total = 0
+    for line in raw.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        leaf = stack.rsplit(";", 1)[-1]
+        own[leaf] = own.get(leaf, 0) + int(count)
+        total += int(count)
+    print(f"py-spy: {total} samples; functions by own time:")
+    for name, count in sorted(own.items(), key=lambda kv: -kv[1])[:25]:
+        print(f"  {count / total:6.1%}  {name}")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def start_server(name: str, argv: list[str], workdir: Path) -> Server:
+    port = free_port()
+    log = workdir / f"{name}.log"
+    with open(log, "wb") as out:
+        process = subprocess.Popen(
+            [sys.executable, str(SERVER), argv[0], str(port), *argv[1:]],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            cwd=BENCH.parent,
+        )
+    return Server(name, port, process, log)
+
+
+def stop_server(server: Server) -> None:
+    if server.process.poll() is None:
+        server.process.terminate()
+        try:
+            server.process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            server.process.kill()
+            server.process.wait(timeout=5)
+
+
+def wait_ready(server: Server, expected_files: int | None) -> float:
+    """Poll until the server answers (mirrorhub: until its index holds every file)."""
+    started = time.monotonic()
+    deadline = started + READY_TIMEOUT
+    with httpx.Client(timeout=5.0) as client:
+        while time.monotonic() < deadline:
+            if server.process.poll() is not None:
+                raise RuntimeError(f"{server.name} exited:\n{server.log.read_text()[-3000:]}")
+            try:
+                if expected_files is None:
+                    client.get(server.url + "/")
+                    return time.monotonic() - started
+                health = client.get(server.url + "/-/health").json()
+                if health.get("files") == expected_files:
+                    return time.monotonic() - started
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.2)
+    raise RuntimeError(f"{server.name} not ready after {READY_TIMEOUT:.0f} s")
+
+
+@contextlib.contextmanager
+def running(servers: list[Server]) -> Iterator[None]:
+    try:
+        yield
+    finally:
+        for server in servers:
+            stop_server(server)
+
+
+# --- the load ------------------------------------------------------------------------------
+
+
+def lua_string(text: str) -> str:
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def write_lua(path: Path, samples: list[tuple[str, str]]) -> None:
+    """A wrk script cycling through (path, X-Forwarded-For) pairs, counting status codes."""
+    paths = ",\n".join(lua_string(p) for p, _ in samples)
+    addrs = ",\n".join(lua_string(a) for _, a in samples)
+    path.write_text(
+        f"""-- generated by bench/redirect.py
+local paths = {{
+{paths}
+}}
+local addrs = {{
+{addrs}
+}}
+local reqs = {{}}
+counts = {{}}  -- global: done() reads it with thread:get
+local i = 0
+local threads = {{}}
+local started = 0
+
+function setup(thread)
+  thread:set("id", started)
+  started = started + 1
+  table.insert(threads, thread)
+end
+
+function init(args)
+  for k = 1, #paths do
+    reqs[k] = wrk.format("GET", paths[k], {{["X-Forwarded-For"] = addrs[k]}})
+  end
+  i = (id * 4999) % #reqs
+end
+
+function request()
+  i = i % #reqs + 1
+  return reqs[i]
+end
+
+function response(status, headers, body)
+  counts[status] = (counts[status] or 0) + 1
+end
+
+function done(summary, latency, requests)
+  local merged = {{}}
+  for _, t in ipairs(threads) do
+    for k, v in pairs(t:get("counts")) do
+      merged[k] = (merged[k] or 0) + v
+    end
+  end
+  local parts = {{}}
+  for k, v in pairs(merged) do
+    table.insert(parts, string.format('"%d": %d', k, v))
+  end
+  local e = summary.errors
+  io.write(string.format(
+    '{RESULT_MARK}{{"requests": %d, "duration_us": %d, "bytes": %d, ' ..
+    '"errors": {{"connect": %d, "read": %d, "write": %d, "status": %d, "timeout": %d}}, ' ..
+    '"statuses": {{%s}}, "latency_us": {{"mean": %.1f, "p50": %d, "p90": %d, "p99": %d, ' ..
+    '"p999": %d, "max": %d}}}}\\n',
+    summary.requests, summary.duration, summary.bytes,
+    e.connect, e.read, e.write, e.status, e.timeout,
+    table.concat(parts, ", "),
+    latency.mean, latency:percentile(50), latency:percentile(90), latency:percentile(99),
+    latency:percentile(99.9), latency.max))
+end
+"""
+    )
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process, from /proc/<pid>/stat."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+
+
+def run_wrk(
+    server: Server, lua: Path, *, threads: int, connections: int, duration: int
+) -> dict[str, Any]:
+    """One wrk run; adds req/s and the server's CPU time per request (robust to noise)."""
+    url = server.url
+    cmd = [
+        "wrk",
+        f"-t{threads}",
+        f"-c{connections}",
+        f"-d{duration}s",
+        "--timeout",
+        "5s",
+        "--latency",
+        "-s",
+        str(lua),
+        url + "/",
+    ]
+    cpu_before = cpu_seconds(server.process.pid)
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=duration + 60, check=True)
+    cpu = cpu_seconds(server.process.pid) - cpu_before
+    for line in proc.stdout.splitlines():
+        if line.startswith(RESULT_MARK):
+            result: dict[str, Any] = json.loads(line[len(RESULT_MARK) :])
+            result["rps"] = result["requests"] / (result["duration_us"] / 1e6)
+            result["server_cpu_s"] = round(cpu, 2)
+            result["server_cpu_us_per_request"] = round(cpu / result["requests"] * 1e6, 1)
+            result["server_cpu_share"] = round(cpu / (result["duration_us"] / 1e6), 2)
+            return result
+    raise RuntimeError(f"no result from wrk:\n{proc.stdout}\n{proc.stderr}")
+
+
+# --- checks --------------------------------------------------------------------------------
+
+
+def client_country(address: str) -> str | None:
+    octet = int(address.split(".", 1)[0])
+    names = country_list()
+    return names[octet - FIRST_OCTET] if 0 <= octet - FIRST_OCTET < len(names) else None
+
+
+def sanity_check(
+    server: Server, samples: list[tuple[str, str]], mirror_hosts: frozenset[str], count: int
+) -> tuple[dict[str, Any], list[list[str]]]:
+    """Ask mirrorhub for ``count`` samples: every answer must be a 302 to a known mirror."""
+    statuses: Counter[int] = Counter()
+    chosen: Counter[str] = Counter()
+    same_country = known = 0
+    typical: list[list[str]] = []
+    with httpx.Client(base_url=server.url, timeout=10.0) as client:
+        for path, addr in samples[:count]:
+            r = client.get(path, headers={"X-Forwarded-For": addr})
+            statuses[r.status_code] += 1
+            location = r.headers.get("location", "")
+            host = location.split("/")[2] if location.count("/") >= 2 else ""
+            if r.status_code != 302 or host not in mirror_hosts:
+                raise RuntimeError(f"{path} from {addr}: {r.status_code} {location!r}\n{r.text}")
+            if not location.endswith(path):
+                raise RuntimeError(f"{path}: Location {location!r} does not end with the path")
+            mirror = r.headers["x-mirrorhub-mirror"]
+            chosen[mirror] += 1
+            cc = client_country(addr)
+            if cc is not None:
+                known += 1
+                same_country += mirror.rsplit("-", 1)[1].upper() == cc
+            if not typical and len(r.headers.get_list("link")) >= 5:
+                typical = [[k.decode(), v.decode()] for k, v in r.headers.raw]
+    report = {
+        "requests": count,
+        "statuses": {str(k): v for k, v in statuses.items()},
+        "distinct_mirrors_chosen": len(chosen),
+        "same_country_share": round(same_country / known, 3) if known else None,
+    }
+    return report, typical
+
+
+def check_bare(server: Server) -> None:
+    r = httpx.get(server.url + "/pub/x", timeout=5.0)
+    if r.status_code != 302 or "location" not in r.headers:
+        raise RuntimeError(f"{server.name}: {r.status_code}")
+
+
+# --- the run -------------------------------------------------------------------------------
+
+
+def machine() -> dict[str, Any]:
+    model = ""
+    with contextlib.suppress(OSError), open("/proc/cpuinfo") as f:
+        for line in f:
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    import uvicorn
+
+    return {
+        "cpus": os.cpu_count(),
+        "cpu_model": model,
+        "python": platform.python_version(),
+        "uvicorn": uvicorn.__version__,
+        "wrk": subprocess.run(["wrk", "-v"], capture_output=True, text=True).stdout.split("\n")[0],
+        "load_average_at_start": os.getloadavg(),
+    }
+
+
+def summarise(runs: list[dict[str, Any]], names: list[str]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for name in names:
+        mine = [r for r in runs if r["app"] == name]
+        out[name] = {
+            "rps_median": round(statistics.median(r["rps"] for r in mine), 1),
+            "rps_each": [round(r["rps"], 1) for r in mine],
+            "cpu_us_per_request_median": round(
+                statistics.median(r["server_cpu_us_per_request"] for r in mine), 1
+            ),
+            "server_cpu_share_median": statistics.median(r["server_cpu_share"] for r in mine),
+            **{
+                f"{p}_ms": round(statistics.median(r["latency_us"][p] for r in mine) / 1000, 3)
+                for p in ("p50", "p90", "p99", "p999")
+            },
+        }
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--files", type=int, default=100_000)
+    parser.add_argument("--mirrors", type=int, default=200)
+    parser.add_argument("--duration", type=int, default=15, help="seconds per wrk run")
+    parser.add_argument("--warmup", type=int, default=5, help="seconds of warm-up per app")
+    parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--clients", type=int, default=5_000, help="distinct client addresses")
+    parser.add_argument("--samples", type=int, default=10_000, help="(path, client) pairs")
+    parser.add_argument("--no-bare-full", action="store_true", help="skip the bare-full app")
+    parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--keep", action="store_true", help="keep the temporary directory")
+    parser.add_argument(
+        "--profile",
+        action="store_true",
+        help="after the rounds, sample mirrorhub with py-spy under load and print hot functions",
+    )
+    parser.add_argument("--output", type=Path, default=RESULTS / "redirect.json")
+    args = parser.parse_args(argv)
+    for name in ("duration", "warmup", "connections", "threads", "rounds", "files", "mirrors"):
+        if getattr(args, name) <= 0 and name != "warmup":
+            parser.error(f"--{name} must be positive")
+
+    info = machine()
+    workdir = Path(tempfile.mkdtemp(prefix="mirrorhub-bench-redirect-"))
+    print(f"working in {workdir}", flush=True)
+    try:
+        return run(args, workdir, info)
+    finally:
+        if args.keep:
+            print(f"kept {workdir}")
+        else:
+            shutil.rmtree(workdir, ignore_errors=True)
+
+
+def run(args: argparse.Namespace, workdir: Path, info: dict[str, Any]) -> int:
+    geo = write_geoip(workdir)
+    print(f"building {args.files:,} files x {args.mirrors} mirrors ...", flush=True)
+    stats = build_database(
+        workdir / "mirrorhub.db", files=args.files, mirrors=args.mirrors, blocks=geo.blocks
+    )
+    print(
+        f"database ready in {stats.seconds:.1f} s: {stats.diffs:,} diffs, "
+        f"{len(stats.redirectable):,} redirectable files",
+        flush=True,
+    )
+    rng = random.Random(args.seed)
+    clients = client_addresses(geo.blocks, args.clients)
+    samples = [
+        (request_path(rng.choice(stats.redirectable)), rng.choice(clients))
+        for _ in range(args.samples)
+    ]
+    lua = workdir / "load.lua"
+    write_lua(lua, samples)
+
+    config = {
+        "database_url": f"sqlite:///{workdir / 'mirrorhub.db'}",
+        "geoip_city_db": str(geo.city_db),
+        "geoip_asn_db": str(geo.asn_db),
+        "trusted_proxies": [str(ipaddress.ip_network("127.0.0.1/32"))],
+        "origin_url": "http://origin.example.org/",
+    }
+    servers: list[Server] = []
+    with running(servers):
+        mirrorhub = start_server("mirrorhub", ["mirrorhub", json.dumps(config)], workdir)
+        servers.append(mirrorhub)
+        ready = wait_ready(mirrorhub, args.files)
+        print(f"mirrorhub ready in {ready:.1f} s (index of {args.files:,} files)", flush=True)
+        sanity, typical = sanity_check(mirrorhub, samples, stats.mirror_hosts, 500)
+        print(f"sanity check: {sanity}", flush=True)
+
+        bare = start_server("bare", ["bare"], workdir)
+        servers.append(bare)
+        wait_ready(bare, None)
+        check_bare(bare)
+        order = [bare, mirrorhub]
+        if not args.no_bare_full:
+            keep = {"location", "cache-control", "content-length", "x-mirrorhub-mirror", "link"}
+            full_headers = [h for h in typical if h[0] in keep or h[0] == "digest"]
+            full = start_server("bare-full", ["bare", json.dumps(full_headers)], workdir)
+            servers.append(full)
+            wait_ready(full, None)
+            check_bare(full)
+            order = [bare, full, mirrorhub]
+
+        opts = {"threads": args.threads, "connections": args.connections}
+        if args.warmup > 0:
+            for server in order:
+                run_wrk(server, lua, duration=args.warmup, **opts)
+        runs: list[dict[str, Any]] = []
+        for rnd in range(1, args.rounds + 1):
+            for server in order:
+                result = run_wrk(server, lua, duration=args.duration, **opts)
+                result.update(app=server.name, round=rnd)
+                runs.append(result)
+                lat = result["latency_us"]
+                print(
+                    f"round {rnd} {server.name:<10} {result['rps']:9.0f} req/s  "
+                    f"p50 {lat['p50'] / 1000:6.2f} ms  p99 {lat['p99'] / 1000:6.2f} ms  "
+                    f"cpu {result['server_cpu_us_per_request']:6.1f} us/req "
+                    f"({result['server_cpu_share']:.0%} of a core)  "
+                    f"statuses {result['statuses']}  errors {result['errors']}",
+                    flush=True,
+                )
+        if args.profile:
+            profile_server(mirrorhub, lua, workdir, args.duration, opts)
+        wrong = {
+            k: v
+            for r in runs
+            if r["app"] == "mirrorhub"
+            for k, v in r["statuses"].items()
+            if k != "302"
+        }
+        if wrong:
+            print(f"WARNING: mirrorhub answered non-302 statuses: {wrong}", flush=True)
+
+    names = [s.name for s in order]
+    summary = summarise(runs, names)
+    ratio = summary["mirrorhub"]["rps_median"] / summary["bare"]["rps_median"]
+    cpu_ratio = (
+        summary["bare"]["cpu_us_per_request_median"]
+        / summary["mirrorhub"]["cpu_us_per_request_median"]
+    )
+    result = {
+        "benchmark": "redirect",
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "machine": info,
+        "setup": {
+            "files": args.files,
+            "mirrors": args.mirrors,
+            "diffs": stats.diffs,
+            "redirectable_files": len(stats.redirectable),
+            "clients": args.clients,
+            "samples": args.samples,
+            "threads": args.threads,
+            "connections": args.connections,
+            "duration_s": args.duration,
+            "warmup_s": args.warmup,
+            "rounds": args.rounds,
+            "mirrorhub_ready_s": round(ready, 2),
+        },
+        "sanity": sanity,
+        "summary": summary,
+        "ratio_mirrorhub_vs_bare": round(ratio, 3),
+        "cpu_ratio_bare_vs_mirrorhub": round(cpu_ratio, 3),
+        "runs": runs,
+    }
+    if "bare-full" in summary:
+        result["ratio_mirrorhub_vs_bare_full"] = round(
+            summary["mirrorhub"]["rps_median"] / summary["bare-full"]["rps_median"], 3
+        )
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.write_text(json.dumps(result, indent=2) + "\n")
+    print()
+    print(f"{'app':<10} {'req/s':>9} {'p50 ms':>8} {'p90 ms':>8} {'p99 ms':>8} {'cpu us/req':>11}")
+    for name in names:
+        s = summary[name]
+        print(
+            f"{name:<10} {s['rps_median']:9.0f} {s['p50_ms']:8.2f} {s['p90_ms']:8.2f} "
+            f"{s['p99_ms']:8.2f} {s['cpu_us_per_request_median']:11.1f}"
+        )
+    print(f"mirrorhub / bare = {ratio:.2f} req/s (target >= 0.70)")
+    print(f"bare / mirrorhub = {cpu_ratio:.2f} server CPU time per request")
+    if "ratio_mirrorhub_vs_bare_full" in result:
+        print(f"mirrorhub / bare-full = {result['ratio_mirrorhub_vs_bare_full']:.2f}")
+    print(f"results written to {args.output}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
