@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import dataclasses
 import fnmatch
 import ipaddress
+import itertools
 import logging
 import random
 import re
@@ -18,6 +20,7 @@ import time
 from array import array
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from mirrorhub import countries
 from mirrorhub.domain import (
@@ -36,12 +39,15 @@ from mirrorhub.selection import (
     KIND_MISSING,
     KIND_OUTDATED,
     Band,
+    FastBand,
     FileFacts,
     MirrorSlot,
     Profile,
+    band_walk,
     choose,
     fast_choose,
     make_slot,
+    pick_in_band,
     rank_mirrors,
 )
 
@@ -49,6 +55,8 @@ from mirrorhub.selection import (
 FileTuple = tuple[int, str, int, int, str | None, float]
 PROFILE_CACHE_SIZE = 16384
 RENDER_CACHE_SIZE = 65536
+BAND_CACHE_SIZE = 262144
+_MISS: Any = object()
 log = logging.getLogger(__name__)
 
 
@@ -175,6 +183,8 @@ class Index:
                 self.confirmations.setdefault(fpos, {})[mpos] = checked
         self._profiles: dict[tuple[object, ...], Profile] = {}
         self._rendered: dict[int, tuple[bytes, bytes | None]] = {}
+        self._bands: dict[tuple[int, int], FastBand | None] = {}
+        self._serials = itertools.count(1)
         self._asns = frozenset(s.mirror.asn for s in self.slots if s.mirror.asn is not None)
 
     def __len__(self) -> int:
@@ -207,6 +217,7 @@ class Index:
                 del self._profiles[next(iter(self._profiles))]  # oldest first
             coarse = Client(client.address, loc)
             profile = rank_mirrors(self.slots, coarse, options, members, effective)
+            profile = dataclasses.replace(profile, serial=next(self._serials))
             self._profiles[key] = profile
         return profile
 
@@ -229,19 +240,44 @@ class Index:
     ) -> tuple[list[int], bool] | None:
         """The hot path's choice for the file at ``pos``: positions in ``profile.ranked``
         (chosen first, then alternates) and whether it is an allow_outdated pick. Agrees with
-        :meth:`decide` (see tests/test_fast_path.py)."""
-        return fast_choose(
-            profile,
-            self.paths[pos],
-            self.changed[pos],
-            self.bad[pos],
-            self.kinds[pos],
-            self.confirmations.get(pos),
-            rng,
-            self.config.band,
-            self.config.alternates,
-            bool(self.config.allow_outdated) and self.tolerates(pos, now),
-        )
+        :meth:`decide` (see tests/test_fast_path.py).
+
+        The band (everything but the random draw) is cached per (profile, file): popular
+        files asked for from the same region cost a dict lookup and one draw.
+        """
+        key = (profile.serial, pos)
+        found = self._bands.get(key, _MISS)
+        if found is _MISS:
+            found = band_walk(
+                profile,
+                self.paths[pos],
+                self.changed[pos],
+                self.bad[pos],
+                self.kinds[pos],
+                self.confirmations.get(pos),
+                self.config.band,
+                self.config.alternates,
+                False,
+            )
+            if len(self._bands) >= BAND_CACHE_SIZE:
+                del self._bands[next(iter(self._bands))]  # oldest first
+            self._bands[key] = found
+        if found is not None:
+            return pick_in_band(found, rng, self.config.alternates), False  # type: ignore[arg-type]
+        if self.config.allow_outdated and self.tolerates(pos, now):
+            return fast_choose(
+                profile,
+                self.paths[pos],
+                self.changed[pos],
+                self.bad[pos],
+                self.kinds[pos],
+                self.confirmations.get(pos),
+                rng,
+                self.config.band,
+                self.config.alternates,
+                True,
+            )
+        return None
 
     def origin_reason(self, pos: int) -> OriginReason | None:
         """Why this file is always served from the origin, or None."""

@@ -14,6 +14,7 @@ Selection runs in two steps so that the hot path stays cheap:
 
 from __future__ import annotations
 
+import bisect
 import random
 from collections.abc import Container, Sequence
 from dataclasses import dataclass
@@ -90,6 +91,8 @@ class Profile:
     bases: tuple[bytes, ...] = ()  # base URL for this request's scheme, ASCII
     names: tuple[bytes, ...] = ()
     geo_suffixes: tuple[bytes, ...] = ()  # b"; geo=de" for Link headers, or b""
+    link_prefixes: tuple[bytes, ...] = ()  # b"<" + base, for Link headers
+    serial: int = 0  # names this profile in the index's per-(profile, file) band cache
 
 
 def make_profile(ranked: Sequence[Ranked], excluded: Sequence[Exclusion]) -> Profile:
@@ -108,6 +111,7 @@ def make_profile(ranked: Sequence[Ranked], excluded: Sequence[Exclusion]) -> Pro
             f"; geo={r.slot.mirror.country.lower()}".encode() if r.slot.mirror.country else b""
             for r in ranked
         ),
+        tuple(b"<" + r.base.encode("ascii") for r in ranked),
     )
 
 
@@ -376,29 +380,41 @@ def fast_choose(
     Makes exactly the choice ``choose(..., full=False)`` makes (a property test holds them
     equal) without building objects: it walks the profile's parallel tuples.
     """
-    args = (profile, path, changed_at, bad, kinds, confirmations, rng, band, alternates)
-    picks = _fast(*args, False)
-    if picks is not None:
-        return picks, False
+    args = (profile, path, changed_at, bad, kinds, confirmations, band, alternates)
+    found = band_walk(*args, False)
+    if found is not None:
+        return pick_in_band(found, rng, alternates), False
     if tolerate:
-        picks = _fast(*args, True)
-        if picks is not None:
-            return picks, True
+        found = band_walk(*args, True)
+        if found is not None:
+            return pick_in_band(found, rng, alternates), True
     return None
 
 
-def _fast(
+@dataclass(frozen=True, slots=True)
+class FastBand:
+    """The deterministic part of a pick: the band and the alternates after it.
+
+    It depends only on the profile and the file, so the index may cache it per pair.
+    """
+
+    members: tuple[int, ...]  # positions in profile.ranked, rank order
+    cumulative: tuple[float, ...]  # running capacity sums over members
+    by_capacity: tuple[int, ...]  # members, largest capacity first (stable)
+    others: tuple[int, ...]  # fresh candidates after the band, at most ``alternates``
+
+
+def band_walk(
     profile: Profile,
     path: str,
     changed_at: float,
     bad: Sequence[int] | None,
     kinds: Sequence[int] | None,
     confirmations: dict[int, float] | None,
-    rng: random.Random,
     band: Band,
     alternates: int,
     tolerate: bool,
-) -> list[int] | None:
+) -> FastBand | None:
     idx, tiers, dists = profile.idx, profile.tiers, profile.distances
     scopes, last_scans, caps = profile.scopes, profile.last_scans, profile.capacities
     members: list[int] = []
@@ -434,18 +450,27 @@ def _fast(
             break
     if not members:
         return None
-    total = float(sum(caps[i] for i in members))
-    pick = rng.random() * total
-    chosen = len(members) - 1
+    cumulative = []
     acc = 0.0
-    for n, i in enumerate(members):
+    for i in members:
         acc += caps[i]
-        if pick < acc:
-            chosen = n
-            break
-    first = members.pop(chosen)
-    members.sort(key=lambda i: -caps[i])
-    return ([first, *members, *others])[: alternates + 1]
+        cumulative.append(acc)
+    by_capacity = sorted(members, key=lambda i: -caps[i])
+    return FastBand(tuple(members), tuple(cumulative), tuple(by_capacity), tuple(others))
+
+
+def pick_in_band(found: FastBand, rng: random.Random, alternates: int) -> list[int]:
+    """Draw the band member (capacity-weighted), then list the alternates."""
+    cumulative = found.cumulative
+    pick = rng.random() * cumulative[-1]
+    n = bisect.bisect_right(cumulative, pick)
+    first = found.members[min(n, len(cumulative) - 1)]
+    order = [first]
+    for i in found.by_capacity:
+        if i != first:
+            order.append(i)
+    order.extend(found.others)
+    return order[: alternates + 1]
 
 
 def _in_band(distance: float | None, limit: float | None) -> bool:

@@ -40,6 +40,7 @@ _FORWARD_HEADERS = frozenset({b"x-forwarded-for", b"forwarded", b"x-forwarded-pr
 _NO_STORE = (b"cache-control", b"private, no-store")
 _EMPTY = (b"content-length", b"0")
 _EMPTY_BODY = {"type": "http.response.body", "body": b""}
+_LINK_MIDDLES = tuple(b">; rel=duplicate; pri=%d" % n for n in range(1, 65))
 _TEXT = (b"content-type", b"text/plain; charset=utf-8")
 
 
@@ -90,8 +91,11 @@ class Dispatcher:
         self._trusted_peers: dict[str, bool] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":  # lifespan, websocket
+            await self.inner(scope, receive, send)
+            return
         raw_path = scope["path"]
-        if scope["type"] != "http" or raw_path.startswith("/-/") or raw_path == "/-":
+        if raw_path.startswith("/-/") or raw_path == "/-":
             await self.inner(scope, receive, send)
             return
         method = scope["method"]
@@ -113,7 +117,9 @@ class Dispatcher:
             else:
                 await _plain(send, 404, b"not found\n", head=request.head)
             return
-        view = ctx.view or (_accept_view(accept, self.views.names) if accept and self.views else None)
+        view = ctx.view or (
+            _accept_view(accept, self.views.names) if accept and self.views else None
+        )
         if view is None and index.origin_reason(pos) is None:
             picks = index.fast_pick(pos, ctx.profile, self.rng, self.clock())
             if picks is not None:
@@ -150,11 +156,13 @@ class Dispatcher:
             _EMPTY,
             (b"x-mirrorhub-mirror", profile.names[first]),
         ]
+        links = profile.link_prefixes
         geo = profile.geo_suffixes
-        for pri, i in enumerate(order, start=1):
-            value = b"<%b%b>; rel=duplicate; pri=%d%b" % (bases[i], quoted, pri, geo[i])
-            if len(value) < MAX_LINK_VALUE:
-                headers.append((b"link", value))
+        budget = MAX_LINK_VALUE - len(quoted)
+        for pri, i in enumerate(order):
+            tail = _LINK_MIDDLES[pri] + geo[i]
+            if len(links[i]) + len(tail) < budget:
+                headers.append((b"link", links[i] + quoted + tail))
         if digest is not None and not maybe_outdated:  # an old copy has another hash
             headers.append((b"digest", digest))
         await send({"type": "http.response.start", "status": 302, "headers": headers})
