@@ -94,15 +94,28 @@ def profile_server(
     run_wrk(server, lua, duration=duration, **opts)
     spy.wait(duration + 30)
     own: dict[str, int] = {}
+    inclusive: dict[str, int] = {}
     total = 0
     for line in raw.read_text().splitlines():
         stack, _, count = line.rpartition(" ")
-        leaf = stack.rsplit(";", 1)[-1]
-        own[leaf] = own.get(leaf, 0) + int(count)
+        frames = [f.split(" (")[0] for f in stack.split(";")]
+        own[frames[-1]] = own.get(frames[-1], 0) + int(count)
+        for name in set(frames):
+            inclusive[name] = inclusive.get(name, 0) + int(count)
         total += int(count)
-    print(f"py-spy: {total} samples; functions by own time:")
-    for name, count in sorted(own.items(), key=lambda kv: -kv[1])[:25]:
-        print(f"  {count / total:6.1%}  {name}")
+    outside: dict[str, int] = {}
+    for line in raw.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        if "Runner.run" not in stack:
+            key = ";".join(f.split(" (")[0] for f in stack.split(";")[-4:])
+            outside[key] = outside.get(key, 0) + int(count)
+    print("py-spy: samples outside the event loop thread:")
+    for name, count in sorted(outside.items(), key=lambda kv: -kv[1])[:8]:
+        print(f"  {count / max(total, 1):6.1%}  {name}")
+    for title, table in (("own", own), ("inclusive", inclusive)):
+        print(f"py-spy: {total} samples; functions by {title} time:")
+        for name, count in sorted(table.items(), key=lambda kv: -kv[1])[:25]:
+            print(f"  {count / total:6.1%}  {name}")
 
 
 def free_port() -> int:
