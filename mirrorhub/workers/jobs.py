@@ -26,7 +26,7 @@ from pathlib import Path
 
 from sqlalchemy import select
 
-from mirrorhub.db.models import JobRow, MirrorRow
+from mirrorhub.db.models import JobRow, MirrorRow, MirrorStateRow
 from mirrorhub.errors import MirrorhubError
 from mirrorhub.settings import Settings
 from mirrorhub.workers import leases
@@ -50,7 +50,7 @@ class Jobs:
     def kinds(self) -> list[JobKind]:
         s = self.settings
         kinds = [
-            JobKind("scan:", s.scan_interval, Backoff(60.0, s.scan_interval), self.scan),
+            JobKind("scan:", s.scan_interval, Backoff(60.0, s.scan_interval), self.scan, True),
             JobKind("probe", s.probe_interval, Backoff(s.probe_interval, 60.0), self.probe),
             JobKind("recheck", s.recheck_interval, Backoff(30.0, 600.0), self.recheck),
             JobKind("retention", 3600.0, Backoff(600.0, 3600.0), self.retention),
@@ -112,6 +112,13 @@ class Jobs:
                 return JobOutcome(True, "waiting for the first origin scan", retry_after=2.0)
             row = await session.get(MirrorRow, int(key.split(":", 1)[1]))
             mirror = row_to_mirror(row) if row is not None else None
+            state = await session.get(MirrorStateRow, row.id) if row is not None else None
+        if state is not None and state.health == "down":
+            # A full scan of a dead mirror would only hold a slot until it times out; the
+            # probes notice its return, and the scan runs again soon after.
+            return JobOutcome(
+                True, "skipped: mirror is down", retry_after=min(self.settings.scan_interval, 300.0)
+            )
         if mirror is None:  # removed since the job list was synced
             return JobOutcome(True)
         report = await scan_mirror(self.sessions, self.settings, mirror, clock=self.clock)

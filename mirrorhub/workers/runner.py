@@ -20,6 +20,7 @@ from mirrorhub.workers import leases
 from mirrorhub.workers.schedule import Backoff, next_run
 
 log = logging.getLogger(__name__)
+LIGHT_SLOTS = 4  # probes, re-checks, origin jobs: never queued behind slow scans
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,6 +39,7 @@ class JobKind:
     interval: float
     backoff: Backoff
     run: Callable[[str], Awaitable[JobOutcome]]
+    heavy: bool = False  # long-running: shares the limited heavy lane
 
     def matches(self, key: str) -> bool:
         return key == self.prefix or (self.prefix.endswith(":") and key.startswith(self.prefix))
@@ -100,12 +102,25 @@ class Runner:
             await self.shutdown()
 
     async def claim_and_start(self) -> None:
-        free = self.concurrency - len(self.running)
-        if free <= 0:
-            return
+        """Claim due jobs this worker can run, in two lanes.
+
+        Heavy jobs (full mirror scans, which can take minutes against a slow mirror) share
+        ``concurrency`` slots; light jobs (probes, re-checks, the origin) have their own, so
+        a crowd of unanswering mirrors cannot delay detection of a dead one.
+        """
         now = self.clock()
-        for job in await leases.claim_due(self.sessions, self.owner, now, self.lease_seconds, free):
-            self.running[job.key] = asyncio.create_task(self._run_one(job))
+        for heavy in (False, True):
+            kinds = [k.prefix for k in self.kinds if k.heavy == heavy]
+            busy = sum(
+                1 for key in self.running if (kind := self.kind_of(key)) and kind.heavy == heavy
+            )
+            free = (self.concurrency if heavy else LIGHT_SLOTS) - busy
+            if not kinds or free <= 0:
+                continue
+            for job in await leases.claim_due(
+                self.sessions, self.owner, now, self.lease_seconds, free, kinds
+            ):
+                self.running[job.key] = asyncio.create_task(self._run_one(job))
 
     async def _run_one(self, job: leases.JobInfo) -> None:
         kind = self.kind_of(job.key)

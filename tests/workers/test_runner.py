@@ -134,3 +134,51 @@ async def test_workers_only_claim_jobs_they_can_run(sessions: Sessions) -> None:
     assert sorted(j.key for j in got) == ["probe", "scan:1"]
     (origin,) = await leases.claim_due(sessions, "origin-host", 1000, 30, 10, ["origin-scan"])
     assert origin.key == "origin-scan"
+
+
+async def test_slow_scans_do_not_hold_up_light_jobs(sessions: Sessions) -> None:
+    release = asyncio.Event()
+    ran: list[str] = []
+
+    async def slow_scan(key: str) -> JobOutcome:
+        await release.wait()
+        return JobOutcome(True)
+
+    async def probe(key: str) -> JobOutcome:
+        ran.append(key)
+        return JobOutcome(True)
+
+    async def keys() -> list[str]:
+        return ["scan:1", "scan:2", "scan:3", "probe"]
+
+    kinds = [
+        JobKind("scan:", 3600, Backoff(1, 1), slow_scan, heavy=True),
+        JobKind("probe", 3600, Backoff(1, 1), probe),
+    ]
+    runner = Runner(sessions, kinds, keys, owner="w1", concurrency=2)
+    await runner.sync()
+    await runner.claim_and_start()
+    await asyncio.sleep(0.05)
+    # Two scans fill the heavy lane; the probe still ran; the third scan waits its turn.
+    assert ran == ["probe"]
+    assert sorted(k for k in runner.running if k.startswith("scan:")) in (
+        ["scan:1", "scan:2"], ["scan:1", "scan:3"], ["scan:2", "scan:3"],
+    )  # fmt: skip
+    release.set()
+    await asyncio.gather(*runner.running.values())
+
+
+async def test_a_runner_never_claims_jobs_it_has_no_handler_for(sessions: Sessions) -> None:
+    await leases.sync_jobs(sessions, ["origin-scan"], ["origin-scan"])
+
+    async def probe(key: str) -> JobOutcome:
+        return JobOutcome(True)
+
+    async def keys() -> list[str]:
+        return ["probe"]
+
+    runner = Runner(sessions, [JobKind("probe", 60, Backoff(1, 1), probe)], keys, owner="w")
+    await runner.sync()
+    await runner.claim_and_start()
+    assert list(runner.running) == ["probe"]
+    await asyncio.gather(*runner.running.values())
