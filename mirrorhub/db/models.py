@@ -7,12 +7,13 @@ origin (``mirror_file_diffs``) plus scan times, never one row per (file, mirror)
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import date, datetime
 
 from sqlalchemy import (
     BigInteger,
     Boolean,
     CheckConstraint,
+    Date,
     DateTime,
     Float,
     ForeignKey,
@@ -214,3 +215,140 @@ class JobRow(Base):
     last_started: Mapped[float | None] = mapped_column(Float)
     last_finished: Mapped[float | None] = mapped_column(Float)
     last_error: Mapped[str] = mapped_column(Text, default="")
+
+
+# --- people, access and history (admin dashboard, API) ---------------------------------------
+
+
+class UserRow(Base):
+    """A person who signs in to the dashboard: ``admin`` (everything) or ``operator``."""
+
+    __tablename__ = "users"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    password_hash: Mapped[str] = mapped_column(String(256))  # argon2id, encoded
+    role: Mapped[str] = mapped_column(String(16))  # "admin" | "operator"
+    session_epoch: Mapped[int] = mapped_column(Integer, default=0)  # bump: sign out everywhere
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    last_login_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+    __table_args__ = (CheckConstraint("role IN ('admin', 'operator')", name="role_known"),)
+
+
+class MirrorOperatorRow(Base):
+    """Which operators may edit which mirrors."""
+
+    __tablename__ = "mirror_operators"
+
+    mirror_id: Mapped[int] = mapped_column(
+        ForeignKey("mirrors.id", ondelete="CASCADE"), primary_key=True
+    )
+    user_id: Mapped[int] = mapped_column(
+        ForeignKey("users.id", ondelete="CASCADE"), primary_key=True
+    )
+
+
+class LoginAttemptRow(Base):
+    """Failed sign-ins, for the per-account and per-address limits (pruned as they age)."""
+
+    __tablename__ = "login_attempts"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    at: Mapped[float] = mapped_column(Float)  # POSIX seconds
+    username: Mapped[str] = mapped_column(String(64))
+    address: Mapped[str] = mapped_column(String(64))
+
+    __table_args__ = (
+        Index("ix_login_attempts_username_at", "username", "at"),
+        Index("ix_login_attempts_address_at", "address", "at"),
+    )
+
+
+class AuditRow(Base):
+    """Every change made through the dashboard, the API or the CLI: who, when, what."""
+
+    __tablename__ = "audit_log"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    actor: Mapped[str] = mapped_column(String(128))  # "user:alice", "token:ci", "cli"
+    action: Mapped[str] = mapped_column(String(64))  # "mirror.add", "mirror.edit", ...
+    target: Mapped[str] = mapped_column(String(256))
+    changes: Mapped[str] = mapped_column(Text, default="")  # JSON {field: [before, after]}
+
+    __table_args__ = (Index("ix_audit_log_at", "at"),)
+
+
+class ApiTokenRow(Base):
+    """An API token for automation; only its SHA-256 is stored."""
+
+    __tablename__ = "api_tokens"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)  # sha256 hex
+    prefix: Mapped[str] = mapped_column(String(16))  # shown in lists to tell tokens apart
+    created_by: Mapped[str] = mapped_column(String(128))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    last_used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+# --- download statistics ---------------------------------------------------------------------
+
+
+class StatsFileDailyRow(Base):
+    __tablename__ = "stats_file_daily"
+
+    day: Mapped[date] = mapped_column(Date, primary_key=True)
+    path: Mapped[str] = mapped_column(String(1024), primary_key=True)
+    downloads: Mapped[int] = mapped_column(BigInteger, default=0)
+    bytes: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
+class StatsMirrorDailyRow(Base):
+    __tablename__ = "stats_mirror_daily"
+
+    day: Mapped[date] = mapped_column(Date, primary_key=True)
+    mirror: Mapped[str] = mapped_column(String(64), primary_key=True)  # name; "" = origin
+    downloads: Mapped[int] = mapped_column(BigInteger, default=0)
+    bytes: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
+class StatsCountryDailyRow(Base):
+    __tablename__ = "stats_country_daily"
+
+    day: Mapped[date] = mapped_column(Date, primary_key=True)
+    country: Mapped[str] = mapped_column(String(2), primary_key=True)  # "" = unknown
+    downloads: Mapped[int] = mapped_column(BigInteger, default=0)
+    bytes: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
+class StatsMonthlyRow(Base):
+    """Monthly totals that outlive the raw daily rows (retention)."""
+
+    __tablename__ = "stats_monthly"
+
+    month: Mapped[date] = mapped_column(Date, primary_key=True)  # first day of the month
+    kind: Mapped[str] = mapped_column(String(8), primary_key=True)  # file | mirror | country
+    key: Mapped[str] = mapped_column(String(1024), primary_key=True)
+    downloads: Mapped[int] = mapped_column(BigInteger, default=0)
+    bytes: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
+# --- the fleet (scale-out) --------------------------------------------------------------------
+
+
+class WorkerRow(Base):
+    """A live worker or dispatcher process, for the page that lists workers and leases."""
+
+    __tablename__ = "processes"
+
+    id: Mapped[str] = mapped_column(String(128), primary_key=True)  # HOST:PID or --id
+    role: Mapped[str] = mapped_column(String(16))  # "worker" | "dispatcher"
+    host: Mapped[str] = mapped_column(String(256))
+    pid: Mapped[int] = mapped_column(Integer)
+    started_at: Mapped[float] = mapped_column(Float)
+    heartbeat_at: Mapped[float] = mapped_column(Float)
+    index_version: Mapped[int | None] = mapped_column(BigInteger)

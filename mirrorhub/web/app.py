@@ -1,4 +1,9 @@
-"""Wires the dispatcher: index refresher, GeoIP reloads, the hot path and the /-/ app."""
+"""Wires the dispatcher: index refresher, GeoIP reloads, the hot path and the /-/ app.
+
+Each feature under /-/ lives in its own module with a ``routes(state)`` function (and may
+register start-up and shutdown hooks in ``state.extras["startup"]`` / ``["shutdown"]``);
+this module only puts them together.
+"""
 
 from __future__ import annotations
 
@@ -6,33 +11,33 @@ import asyncio
 import contextlib
 import random
 import time
-from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator, Awaitable, Callable
 
-from sqlalchemy.ext.asyncio import AsyncEngine
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
+from starlette.routing import BaseRoute, Mount, Route
+from starlette.staticfiles import StaticFiles
 
-from mirrorhub.db import repositories
-from mirrorhub.db.session import create_engine, session_factory
+from mirrorhub.db.session import create_engine
 from mirrorhub.geo import GeoLocator
-from mirrorhub.index import (
-    IndexConfig,
-    IndexHolder,
-    IndexSource,
-    empty_index,
-    refresh_loop,
-    refresh_once,
-)
+from mirrorhub.index import IndexConfig, IndexHolder, empty_index, refresh_loop, refresh_once
 from mirrorhub.selection import Band
 from mirrorhub.settings import Settings
+from mirrorhub.web import admin, api, metrics, pages, stats
 from mirrorhub.web.origin import OriginServer
 from mirrorhub.web.redirect import Dispatcher
+from mirrorhub.web.security import SecurityHeaders
+from mirrorhub.web.state import AppState
+from mirrorhub.web.templating import STATIC_DIR
 from mirrorhub.web.views import Views
 
 GEOIP_CHECK_SECONDS = 10.0
+FEATURES = (pages, admin, api, stats, metrics)
+Hook = Callable[[], Awaitable[None]]
+
+__all__ = ["AppState", "create_app", "index_config"]
 
 
 def index_config(settings: Settings) -> IndexConfig:
@@ -43,26 +48,6 @@ def index_config(settings: Settings) -> IndexConfig:
         origin_only_patterns=settings.origin_only_patterns,
         allow_outdated=settings.allow_outdated,
     )
-
-
-@dataclass
-class AppState:
-    """Live objects shared by the dispatcher and the /-/ pages."""
-
-    settings: Settings
-    holder: IndexHolder
-    geo: GeoLocator
-    engine: AsyncEngine
-    clock: Callable[[], float] = time.time
-    tasks: list[asyncio.Task[None]] = field(default_factory=list)
-
-    async def load_version(self) -> int:
-        async with session_factory(self.engine)() as session:
-            return await repositories.current_version(session)
-
-    async def load_source(self) -> IndexSource:
-        async with session_factory(self.engine)() as session:
-            return await repositories.load_index_source(session)
 
 
 def create_app(
@@ -81,6 +66,8 @@ def create_app(
         engine=create_engine(settings.database_url),
         clock=clock,
     )
+    startup: list[Hook] = state.extras.setdefault("startup", [])
+    shutdown: list[Hook] = state.extras.setdefault("shutdown", [])
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -98,13 +85,15 @@ def create_app(
             )
         )
         state.tasks.append(asyncio.create_task(_geoip_reloader(state.geo, dispatcher)))
+        for hook in startup:
+            await hook()
         stop_workers = asyncio.Event()
         worker_task = None
         if workers:
             from mirrorhub.workers.jobs import run_workers
 
             worker_task = asyncio.create_task(
-                run_workers(session_factory(state.engine), settings, stop_workers, clock=clock)
+                run_workers(state.sessions, settings, stop_workers, clock=clock)
             )
         try:
             yield
@@ -113,6 +102,9 @@ def create_app(
                 # Jobs in flight get the runner's grace period, then are abandoned cleanly.
                 stop_workers.set()
                 await asyncio.gather(worker_task, return_exceptions=True)
+            for hook in shutdown:
+                with contextlib.suppress(Exception):
+                    await hook()
             for task in state.tasks:
                 task.cancel()
             await asyncio.gather(*state.tasks, return_exceptions=True)
@@ -132,11 +124,16 @@ def create_app(
             headers={"cache-control": "no-store"},
         )
 
-    inner = Starlette(routes=[Route("/-/health", health)], lifespan=lifespan)
+    routes: list[BaseRoute] = [Route("/-/health", health)]
+    for feature in FEATURES:
+        routes.extend(feature.routes(state))
+    routes.append(Mount("/-/static", app=StaticFiles(directory=STATIC_DIR), name="static"))
+    inner = Starlette(routes=routes, lifespan=lifespan, middleware=[Middleware(SecurityHeaders)])
     inner.state.mirrorhub = state
     dispatcher = Dispatcher(
         settings, state.holder, state.geo, inner, OriginServer(settings), rng, Views(), clock
     )
+    state.extras["dispatcher"] = dispatcher
     return dispatcher
 
 

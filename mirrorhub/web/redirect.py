@@ -19,7 +19,7 @@ from typing import Any
 from urllib.parse import parse_qsl
 
 from mirrorhub import countries
-from mirrorhub.domain import Client, Decision, Options, Scheme
+from mirrorhub.domain import Client, Decision, Options, Outcome, Scheme
 from mirrorhub.errors import InvalidPath
 from mirrorhub.geo import GeoLocator, parse_address, resolve_client
 from mirrorhub.index import Index, IndexHolder
@@ -76,6 +76,7 @@ class Dispatcher:
         rng: random.Random | None = None,
         views: ViewHandler | None = None,
         clock: Callable[[], float] = time.time,
+        recorder: Recorder | None = None,
     ) -> None:
         self.settings = settings
         self.holder = holder
@@ -87,6 +88,7 @@ class Dispatcher:
         self.clock = clock
         self.trusted = settings.trusted_proxies
         self.max_links = settings.link_alternates
+        self.recorder = recorder
         self._contexts: dict[tuple[object, ...], ClientContext] = {}
         self._trusted_peers: dict[str, bool] = {}
 
@@ -98,9 +100,13 @@ class Dispatcher:
         if raw_path.startswith("/-/") or raw_path == "/-":
             await self.inner(scope, receive, send)
             return
+        recorder = self.recorder
+        started = time.perf_counter() if recorder is not None else 0.0
         method = scope["method"]
         if method != "GET" and method != "HEAD":
             await _plain(send, 405, b"method not allowed\n", [(b"allow", b"GET, HEAD")])
+            if recorder is not None:
+                recorder.record(Outcome.BAD_REQUEST, None, None, None, scope, started)
             return
         index = self.holder.current
         try:
@@ -108,6 +114,8 @@ class Dispatcher:
             ctx, accept = self.context(scope, index)
         except (InvalidPath, BadRequest) as exc:
             await _plain(send, 400, f"bad request: {exc}\n".encode())
+            if recorder is not None:
+                recorder.record(Outcome.BAD_REQUEST, None, None, None, scope, started)
             return
         pos = index.positions.get(path)
         if pos is None:
@@ -116,6 +124,8 @@ class Dispatcher:
                 await self.origin.directory(request, scope, receive, send)
             else:
                 await _plain(send, 404, b"not found\n", head=request.head)
+            if recorder is not None:
+                recorder.record(Outcome.NOT_FOUND, None, None, ctx, scope, started)
             return
         view = ctx.view or (
             _accept_view(accept, self.views.names) if accept and self.views else None
@@ -124,6 +134,9 @@ class Dispatcher:
             picks = index.fast_pick(pos, ctx.profile, self.rng, self.clock())
             if picks is not None:
                 await self.redirect(index, pos, ctx.profile, picks, send)
+                if recorder is not None:
+                    name = ctx.profile.ranked[picks[0][0]].slot.mirror.name
+                    recorder.record(Outcome.MIRROR, name, pos, ctx, scope, started)
                 return
         # Views, origin-only files and files no mirror holds: the full decision.
         request = Request(path, ctx.client, ctx.options, method == "HEAD")
@@ -134,9 +147,13 @@ class Dispatcher:
             return
         if decision.chosen is None:
             await self.origin.file(request, decision, scope, receive, send)
+            if recorder is not None:
+                recorder.record(Outcome.ORIGIN, None, pos, ctx, scope, started)
             return
         # Only reached if the fast and full paths ever disagree; answer correctly anyway.
         await self.redirect_decision(index, pos, decision, send)
+        if recorder is not None:
+            recorder.record(Outcome.MIRROR, decision.chosen.mirror.name, pos, ctx, scope, started)
 
     async def redirect(
         self,
@@ -252,6 +269,27 @@ class ClientContext:
     options: Options
     profile: Profile
     view: str | None  # a view asked for in the query string
+
+
+class Recorder:
+    """Observes every answered request: download statistics, metrics.
+
+    ``record`` runs on the hot path after the answer was sent: it must be cheap (count in
+    memory, flush elsewhere) and must never raise. ``mirror`` is the chosen mirror's name,
+    ``pos`` the file's index position, ``ctx`` the client context (None for a bad request),
+    ``started`` the request's ``time.perf_counter()`` start.
+    """
+
+    def record(
+        self,
+        outcome: Outcome,
+        mirror: str | None,
+        pos: int | None,
+        ctx: ClientContext | None,
+        scope: Scope,
+        started: float,
+    ) -> None:
+        raise NotImplementedError
 
 
 class OriginHandler:
