@@ -1,8 +1,10 @@
 """Wires the dispatcher: index refresher, GeoIP reloads, the hot path and the /-/ app.
 
-Each feature under /-/ lives in its own module with a ``routes(state)`` function (and may
-register start-up and shutdown hooks in ``state.extras["startup"]`` / ``["shutdown"]``);
-this module only puts them together.
+Each feature under /-/ lives in its own module with a ``routes(state)`` function. There it
+may also register start-up and shutdown hooks (``state.extras["startup"]`` /
+``["shutdown"]``: lists of coroutine functions) and hot-path recorders
+(``state.extras["recorders"]``: :class:`~mirrorhub.web.redirect.Recorder` objects). This
+module only puts them together.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import contextlib
 import random
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
 
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
@@ -27,7 +30,7 @@ from mirrorhub.selection import Band
 from mirrorhub.settings import Settings
 from mirrorhub.web import admin, api, metrics, pages, stats
 from mirrorhub.web.origin import OriginServer
-from mirrorhub.web.redirect import Dispatcher
+from mirrorhub.web.redirect import Dispatcher, Recorder
 from mirrorhub.web.security import SecurityHeaders
 from mirrorhub.web.state import AppState
 from mirrorhub.web.templating import STATIC_DIR
@@ -130,11 +133,35 @@ def create_app(
     routes.append(Mount("/-/static", app=StaticFiles(directory=STATIC_DIR), name="static"))
     inner = Starlette(routes=routes, lifespan=lifespan, middleware=[Middleware(SecurityHeaders)])
     inner.state.mirrorhub = state
+    recorders: list[Recorder] = state.extras.get("recorders", [])
     dispatcher = Dispatcher(
-        settings, state.holder, state.geo, inner, OriginServer(settings), rng, Views(), clock
+        settings,
+        state.holder,
+        state.geo,
+        inner,
+        OriginServer(settings),
+        rng,
+        Views(),
+        clock,
+        recorder=_fan_out(recorders),
     )
     state.extras["dispatcher"] = dispatcher
     return dispatcher
+
+
+def _fan_out(recorders: list[Recorder]) -> Recorder | None:
+    """One recorder for the hot path, however many features registered one."""
+    if not recorders:
+        return None
+    if len(recorders) == 1:
+        return recorders[0]
+
+    class FanOut(Recorder):
+        def record(self, *args: Any) -> None:
+            for recorder in recorders:
+                recorder.record(*args)
+
+    return FanOut()
 
 
 async def _geoip_reloader(geo: GeoLocator, dispatcher: Dispatcher) -> None:
