@@ -264,7 +264,7 @@ class Index:
                 del self._bands[next(iter(self._bands))]  # oldest first
             self._bands[key] = found
         if found is not None:
-            return pick_in_band(found, rng, self.config.alternates), False  # type: ignore[arg-type]
+            return pick_in_band(found, rng, self.config.alternates), False
         if self.config.allow_outdated and self.tolerates(pos, now):
             return fast_choose(
                 profile,

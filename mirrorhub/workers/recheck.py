@@ -110,7 +110,7 @@ async def recheck_all(
         skip = _origin_only(settings)
         for mirror, last_scan in mirrors:
             base = mirror.http_url or mirror.https_url
-            if base is None:
+            if base is None or last_scan is None:
                 continue
             scope = mirror.scope.split()
             files = await stale_files(
@@ -162,7 +162,7 @@ async def _check_mirror(
     return [f for f, ok in zip(files, oks, strict=True) if ok]
 
 
-async def _store(sessions: Sessions, rows: list[dict[str, object]]) -> None:
+async def _store(sessions: Sessions, rows: list[dict[str, float]]) -> None:
     async with sessions.begin() as session:
         # Replace older confirmations of the same pairs, then insert the new ones.
         for row in rows:

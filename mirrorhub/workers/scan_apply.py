@@ -39,9 +39,9 @@ from mirrorhub.db.models import (
 )
 from mirrorhub.db.repositories import bump_version
 from mirrorhub.errors import NotFound, ScanFailed
+from mirrorhub.workers.reconcile import DiffKind
 
 Method = Literal["rsync", "http"]
-DiffKind = Literal["missing", "size", "mtime"]
 # Rows per INSERT round trip: large enough to be fast, small enough for any driver's limits.
 INSERT_BATCH = 5_000
 PG_BATCH = 50_000

@@ -17,7 +17,7 @@ class Backoff:
     def delay(self, failures: int, rng: random.Random) -> float:
         if failures <= 0:
             return 0.0
-        raw = min(self.cap, self.base * 2 ** min(failures - 1, 30))
+        raw = min(self.cap, self.base * 2.0 ** min(failures - 1, 30))
         return raw * (1 + self.jitter * (2 * rng.random() - 1))
 
 
