@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import dataclasses
 import fnmatch
 import gc
@@ -35,6 +36,7 @@ from mirrorhub.domain import (
     OriginFile,
     OriginReason,
 )
+from mirrorhub.load import LoadView
 from mirrorhub.paths import parent_dirs, quote_path
 from mirrorhub.selection import (
     KIND_MISSING,
@@ -58,6 +60,7 @@ PROFILE_CACHE_SIZE = 16384
 RENDER_CACHE_SIZE = 65536
 BAND_CACHE_SIZE = 262144
 _MISS: Any = object()
+VERSION_CHECK_TIMEOUT = 5.0  # seconds the index-version query may take before "database down"
 log = logging.getLogger(__name__)
 
 
@@ -237,7 +240,12 @@ class Index:
         return hit
 
     def fast_pick(
-        self, pos: int, profile: Profile, rng: random.Random, now: float
+        self,
+        pos: int,
+        profile: Profile,
+        rng: random.Random,
+        now: float,
+        load: LoadView | None = None,
     ) -> tuple[list[int], bool] | None:
         """The hot path's choice for the file at ``pos``: positions in ``profile.ranked``
         (chosen first, then alternates) and whether it is an allow_outdated pick. Agrees with
@@ -264,7 +272,7 @@ class Index:
                 del self._bands[next(iter(self._bands))]  # oldest first
             self._bands[key] = found
         if found is not None:
-            return pick_in_band(found, rng, self.config.alternates), False
+            return pick_in_band(found, rng, self.config.alternates, load), False
         if self.config.allow_outdated and self.tolerates(pos, now):
             return fast_choose(
                 profile,
@@ -277,6 +285,7 @@ class Index:
                 self.config.band,
                 self.config.alternates,
                 True,
+                load,
             )
         return None
 
@@ -311,6 +320,7 @@ class Index:
         *,
         full: bool,
         now: float | None = None,
+        load: LoadView | None = None,
     ) -> Decision:
         """The selection Decision for the file at ``pos``; the same for every view.
 
@@ -333,6 +343,7 @@ class Index:
             options=options,
             confirmations=self.confirmations.get(pos),
             tolerate_outdated=now is not None and self.tolerates(pos, now),
+            load=load,
         )
         if origin_reason is not None:
             return Decision(
@@ -419,13 +430,15 @@ async def refresh_once(
     A database error keeps the last good snapshot and is remembered for the status page.
     """
     try:
-        version = await load_version()
+        # A database behind a dead link (no RST) would hang the check for the driver's
+        # connect timeout (60 s with asyncpg) while /-/health still said "ok".
+        version = await asyncio.wait_for(load_version(), VERSION_CHECK_TIMEOUT)
         if version == holder.current.version:
             holder.last_check, holder.last_error = clock(), None
             return False
         source = await load_source()
     except Exception as exc:  # any failure of the database must leave the snapshot alone
-        holder.last_error = f"{type(exc).__name__}: {exc}"
+        holder.last_error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
         log.warning("index refresh failed, keeping version %s: %s", holder.current.version, exc)
         return False
     # Building a large index takes seconds; a thread keeps the event loop answering.
@@ -441,7 +454,16 @@ async def refresh_loop(
     config: IndexConfig,
     interval: float,
     clock: Callable[[], float] = time.time,
+    wake: asyncio.Event | None = None,
 ) -> None:
+    """Check every ``interval`` seconds, or at once when ``wake`` is set (a PostgreSQL
+    notification, see mirrorhub/notify.py); the timed check is the fallback."""
     while True:
+        if wake is not None:
+            wake.clear()  # before the check: a change committed during it wakes us again
         await refresh_once(holder, load_version, load_source, config, clock)
-        await asyncio.sleep(interval)
+        if wake is None:
+            await asyncio.sleep(interval)
+            continue
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(wake.wait(), interval)

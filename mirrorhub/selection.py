@@ -35,10 +35,12 @@ from mirrorhub.domain import (
     Tier,
 )
 from mirrorhub.geo import distance_km
+from mirrorhub.load import SPILL_DECAY, LoadView, _draw, weighted_pick
 
 # Order in which per-file reasons are reported by kind code stored in the index.
 KIND_MISSING = 0
 KIND_OUTDATED = 1
+SPILL_CANDIDATES = 8  # fresh mirrors after the band that may take traffic a full band sheds
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,6 +94,7 @@ class Profile:
     names: tuple[bytes, ...] = ()
     geo_suffixes: tuple[bytes, ...] = ()  # b"; geo=de" for Link headers, or b""
     link_prefixes: tuple[bytes, ...] = ()  # b"<" + base, for Link headers
+    mirror_names: tuple[str, ...] = ()
     serial: int = 0  # names this profile in the index's per-(profile, file) band cache
 
 
@@ -112,6 +115,7 @@ def make_profile(ranked: Sequence[Ranked], excluded: Sequence[Exclusion]) -> Pro
             for r in ranked
         ),
         tuple(b"<" + r.base.encode("ascii") for r in ranked),
+        tuple(r.slot.mirror.name for r in ranked),
     )
 
 
@@ -272,6 +276,7 @@ def choose(
     options: Options,
     confirmations: dict[int, float] | None = None,
     tolerate_outdated: bool = False,
+    load: LoadView | None = None,
 ) -> Decision:
     """Pick a mirror for one file. ``quoted_path`` is the path already %-encoded.
 
@@ -280,12 +285,12 @@ def choose(
     """
     decision = _choose(
         profile, facts, quoted_path, rng, band, alternates, full, client, options,
-        confirmations, tolerate=False,
+        confirmations, tolerate=False, load=load,
     )  # fmt: skip
     if decision.chosen is None and tolerate_outdated:
         tolerant = _choose(
             profile, facts, quoted_path, rng, band, alternates, full, client, options,
-            confirmations, tolerate=True,
+            confirmations, tolerate=True, load=load,
         )  # fmt: skip
         if tolerant.chosen is not None:
             return tolerant
@@ -305,6 +310,7 @@ def _choose(
     confirmations: dict[int, float] | None,
     *,
     tolerate: bool,
+    load: LoadView | None = None,
 ) -> Decision:
     band_members: list[Ranked] = []
     others: list[Ranked] = []
@@ -329,37 +335,67 @@ def _choose(
             continue
         band_closed = True
         others.append(r)
-        if not full and len(others) >= alternates:
+        if not full and len(others) >= max(alternates, SPILL_CANDIDATES):
             break
     if not band_members:
         return Decision(
             facts.file.path, facts.file, client, options, None, (), tuple(excluded), None
         )
-    total = float(sum(r.slot.mirror.capacity for r in band_members))
-    pick = rng.random() * total
-    chosen_index = len(band_members) - 1
-    acc = 0.0
-    for i, r in enumerate(band_members):
-        acc += r.slot.mirror.capacity
-        if pick < acc:
-            chosen_index = i
-            break
-    chosen = band_members[chosen_index]
-    rest = band_members[:chosen_index] + band_members[chosen_index + 1 :]
+    caps = [float(r.slot.mirror.capacity) for r in band_members]
+    spill = others[:SPILL_CANDIDATES]
+    if load is None or not load.factors:
+        in_band, index = True, _draw(caps, rng.random() * sum(caps))
+        shares = {id(r): c / sum(caps) for r, c in zip(band_members, caps, strict=True)}
+    else:
+        band_f = [load.factor(r.slot.mirror.name) for r in band_members]
+        spill_caps = [float(r.slot.mirror.capacity) for r in spill]
+        spill_f = [load.factor(r.slot.mirror.name) for r in spill]
+        in_band, index = weighted_pick(caps, band_f, spill_caps, spill_f, rng)
+        shares = _load_shares(band_members, caps, band_f, spill, spill_caps, spill_f)
+    chosen = band_members[index] if in_band else spill[index]
+    rest = [r for r in band_members if r is not chosen]
     rest.sort(key=lambda r: -r.slot.mirror.capacity)
 
-    def candidate(r: Ranked, in_band: bool) -> Candidate:
-        share = r.slot.mirror.capacity / total if in_band else 0.0
+    def candidate(r: Ranked) -> Candidate:
+        share = shares.get(id(r), 0.0)
         return Candidate(r.slot.mirror, r.base + quoted_path, r.tier, r.distance, share, tolerate)
 
-    ranked = [candidate(chosen, True)]
-    ranked.extend(candidate(r, True) for r in rest)
-    ranked.extend(candidate(r, False) for r in others)
+    ranked = [candidate(chosen)]
+    ranked.extend(candidate(r) for r in rest)
+    ranked.extend(candidate(r) for r in others if r is not chosen)
     if not full:
         ranked = ranked[: alternates + 1]
     return Decision(
         facts.file.path, facts.file, client, options, ranked[0], tuple(ranked), tuple(excluded)
     )
+
+
+def _load_shares(
+    band: Sequence[Ranked],
+    caps: Sequence[float],
+    band_f: Sequence[float],
+    spill: Sequence[Ranked],
+    spill_caps: Sequence[float],
+    spill_f: Sequence[float],
+) -> dict[int, float]:
+    """Each mirror's share of this file's traffic under :func:`weighted_pick`."""
+    nominal = sum(caps)
+    effective = [c * f for c, f in zip(caps, band_f, strict=True)]
+    eff_total = sum(effective)
+    weights = [
+        c * f * SPILL_DECAY**k for k, (c, f) in enumerate(zip(spill_caps, spill_f, strict=True))
+    ]
+    spill_total = sum(weights)
+    if eff_total >= nominal or spill_total <= 0:
+        base = caps if eff_total >= nominal or eff_total <= 0 else effective
+        total = sum(base)
+        return {id(r): w / total for r, w in zip(band, base, strict=True)}
+    spill_share = 1.0 - eff_total / nominal
+    shares = {id(r): w / nominal for r, w in zip(band, effective, strict=True)}
+    shares.update(
+        {id(r): spill_share * w / spill_total for r, w in zip(spill, weights, strict=True)}
+    )
+    return shares
 
 
 def fast_choose(
@@ -373,6 +409,7 @@ def fast_choose(
     band: Band,
     alternates: int,
     tolerate: bool,
+    load: LoadView | None = None,
 ) -> tuple[list[int], bool] | None:
     """The hot path's :func:`choose`: positions in ``profile.ranked``, chosen first, and
     whether the pick came from the allow_outdated pass.
@@ -383,11 +420,11 @@ def fast_choose(
     args = (profile, path, changed_at, bad, kinds, confirmations, band, alternates)
     found = band_walk(*args, False)
     if found is not None:
-        return pick_in_band(found, rng, alternates), False
+        return pick_in_band(found, rng, alternates, load), False
     if tolerate:
         found = band_walk(*args, True)
         if found is not None:
-            return pick_in_band(found, rng, alternates), True
+            return pick_in_band(found, rng, alternates, load), True
     return None
 
 
@@ -401,7 +438,11 @@ class FastBand:
     members: tuple[int, ...]  # positions in profile.ranked, rank order
     cumulative: tuple[float, ...]  # running capacity sums over members
     by_capacity: tuple[int, ...]  # members, largest capacity first (stable)
-    others: tuple[int, ...]  # fresh candidates after the band, at most ``alternates``
+    others: tuple[int, ...]  # fresh candidates after the band (spill candidates first)
+    member_caps: tuple[float, ...] = ()
+    member_names: tuple[str, ...] = ()
+    spill_caps: tuple[float, ...] = ()
+    spill_names: tuple[str, ...] = ()
 
 
 def band_walk(
@@ -446,7 +487,7 @@ def band_walk(
             continue
         closed = True
         others.append(i)
-        if len(others) >= alternates:
+        if len(others) >= max(alternates, SPILL_CANDIDATES):
             break
     if not members:
         return None
@@ -456,20 +497,44 @@ def band_walk(
         acc += caps[i]
         cumulative.append(acc)
     by_capacity = sorted(members, key=lambda i: -caps[i])
-    return FastBand(tuple(members), tuple(cumulative), tuple(by_capacity), tuple(others))
+    spill = others[:SPILL_CANDIDATES]
+    names = profile.mirror_names
+    return FastBand(
+        tuple(members),
+        tuple(cumulative),
+        tuple(by_capacity),
+        tuple(others),
+        tuple(float(caps[i]) for i in members),
+        tuple(names[i] for i in members),
+        tuple(float(caps[i]) for i in spill),
+        tuple(names[i] for i in spill),
+    )
 
 
-def pick_in_band(found: FastBand, rng: random.Random, alternates: int) -> list[int]:
-    """Draw the band member (capacity-weighted), then list the alternates."""
-    cumulative = found.cumulative
-    pick = rng.random() * cumulative[-1]
-    n = bisect.bisect_right(cumulative, pick)
-    first = found.members[min(n, len(cumulative) - 1)]
+def pick_in_band(
+    found: FastBand, rng: random.Random, alternates: int, load: LoadView | None = None
+) -> list[int]:
+    """Draw the mirror (capacity-weighted, held back by load), then list the alternates."""
+    if load is None or not load.factors:
+        cumulative = found.cumulative
+        n = bisect.bisect_right(cumulative, rng.random() * cumulative[-1])
+        first = found.members[min(n, len(cumulative) - 1)]
+    else:
+        in_band, k = weighted_pick(
+            found.member_caps,
+            [load.factor(name) for name in found.member_names],
+            found.spill_caps,
+            [load.factor(name) for name in found.spill_names],
+            rng,
+        )
+        first = found.members[k] if in_band else found.others[k]
     order = [first]
     for i in found.by_capacity:
         if i != first:
             order.append(i)
-    order.extend(found.others)
+    for i in found.others:
+        if i != first:
+            order.append(i)
     return order[: alternates + 1]
 
 

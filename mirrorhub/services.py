@@ -7,6 +7,7 @@ commits, and bumps the index version whenever the dispatchers must see the chang
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
@@ -15,11 +16,12 @@ from sqlalchemy import inspect, text
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+from mirrorhub import audit
 from mirrorhub.db import repositories as repo
 from mirrorhub.db.models import MirrorRow
 from mirrorhub.db.repositories import MirrorRecord
 from mirrorhub.errors import Conflict, MirrorhubError, NotFound
-from mirrorhub.validation import apply_changes, build_mirror, parse_name
+from mirrorhub.validation import MirrorInput, apply_changes, build_mirror, parse_name
 
 Clock = Callable[[], datetime]
 Sessions = async_sessionmaker[AsyncSession]
@@ -54,14 +56,22 @@ async def add_mirror(
     *,
     allow_private: bool = False,
     now: Clock = utcnow,
+    actor: str = "cli",
 ) -> MirrorRecord:
-    """Register a mirror; ``fields`` uses the names of :class:`~validation.MirrorInput`."""
+    """Register a mirror; ``fields`` uses the names of :class:`~validation.MirrorInput`.
+
+    Every change here is written to the audit log as ``actor`` in the same transaction.
+    """
     data = build_mirror(fields, allow_private=allow_private)
     async with sessions() as session:
         if await repo.get_mirror_row(session, data.name) is not None:
             raise Conflict(f"a mirror named {data.name!r} already exists")
         try:
-            record = await repo.insert_mirror(session, data, now())
+            at = now()
+            record = await repo.insert_mirror(session, data, at)
+            audit.record(
+                session, actor, "mirror.add", data.name, audit.mirror_changes(None, data), at=at
+            )
             await repo.bump_version(session)
             await session.commit()
         except IntegrityError:
@@ -77,6 +87,7 @@ async def edit_mirror(
     *,
     allow_private: bool = False,
     now: Clock = utcnow,
+    actor: str = "cli",
 ) -> MirrorRecord:
     """Change the given fields only (``None`` or ``""`` clears an optional one).
 
@@ -93,7 +104,16 @@ async def edit_mirror(
         if data.name != current.name and await repo.get_mirror_row(session, data.name):
             raise Conflict(f"a mirror named {data.name!r} already exists")
         try:
-            record = await repo.update_mirror(session, row, data, now())
+            at = now()
+            record = await repo.update_mirror(session, row, data, at)
+            audit.record(
+                session,
+                actor,
+                _edit_action(current, data),
+                current.name,
+                audit.mirror_changes(current, data),
+                at=at,
+            )
             await repo.bump_version(session)
             await session.commit()
         except IntegrityError:
@@ -101,17 +121,32 @@ async def edit_mirror(
     return record
 
 
+def _edit_action(before: MirrorInput, after: MirrorInput) -> str:
+    """``mirror.enable`` / ``mirror.disable`` when that is all that changed, else ``mirror.edit``."""
+    if (
+        before.enabled != after.enabled
+        and dataclasses.replace(before, enabled=after.enabled) == after
+    ):
+        return "mirror.enable" if after.enabled else "mirror.disable"
+    return "mirror.edit"
+
+
 async def set_enabled(
-    sessions: Sessions, name: str, enabled: bool, *, now: Clock = utcnow
+    sessions: Sessions, name: str, enabled: bool, *, now: Clock = utcnow, actor: str = "cli"
 ) -> MirrorRecord:
-    return await edit_mirror(sessions, name, {"enabled": "true" if enabled else "false"}, now=now)
+    return await edit_mirror(
+        sessions, name, {"enabled": "true" if enabled else "false"}, now=now, actor=actor
+    )
 
 
-async def remove_mirror(sessions: Sessions, name: str) -> None:
+async def remove_mirror(sessions: Sessions, name: str, *, actor: str = "cli") -> None:
     """Delete a mirror with everything the workers learnt about it."""
     async with sessions() as session:
-        if not await repo.delete_mirror(session, _key(name)):
+        row = await _existing_row(session, name)
+        before = repo.row_to_input(row)
+        if not await repo.delete_mirror(session, row.name):
             raise NotFound(f"no mirror named {name!r}")
+        audit.record(session, actor, "mirror.remove", row.name, audit.mirror_changes(before, None))
         await repo.bump_version(session)
         await session.commit()
 

@@ -19,6 +19,7 @@ from mirrorhub.domain import (
     Scheme,
 )
 from mirrorhub.index import IndexConfig, IndexSource, build_index
+from mirrorhub.load import LoadView
 from mirrorhub.selection import Band
 
 COUNTRIES = [
@@ -97,16 +98,24 @@ def worlds(draw: st.DrawFn) -> tuple[IndexSource, IndexConfig]:
     ),
     st.integers(0, 2**32),
     st.sampled_from([240.0, 2000.0]),
+    st.dictionaries(
+        st.sampled_from([f"m{i}" for i in range(1, 13)]),
+        st.sampled_from([0.0, 0.3, 0.9]),
+        max_size=8,
+    ),
 )
-def test_fast_pick_equals_decide(world, address, where, options, seed, now) -> None:  # type: ignore[no-untyped-def]
+def test_fast_pick_equals_decide(world, address, where, options, seed, now, factors) -> None:  # type: ignore[no-untyped-def]
     source, config = world
+    load = LoadView(factors, {}) if factors else None
     index = build_index(source, config)
     cc, cont, lat, lon = where
     client = Client(ipaddress.ip_address(address), Location(cc, cont, lat, lon, 64500))
     profile = index.profile(client, options)
     for pos in range(len(index)):
-        full = index.decide(pos, client, options, random.Random(seed), full=False, now=now)
-        fast = index.fast_pick(pos, profile, random.Random(seed), now)
+        full = index.decide(
+            pos, client, options, random.Random(seed), full=False, now=now, load=load
+        )
+        fast = index.fast_pick(pos, profile, random.Random(seed), now, load)
         if full.chosen is None:
             assert fast is None
             continue

@@ -1,0 +1,156 @@
+"""Capacity-aware distribution: how much traffic each mirror gets, and how to hold it back.
+
+The dispatcher cannot see the bytes a mirror serves, but it knows what it sends there: each
+redirect adds the file's size to that mirror's sliding window (the last ``window`` seconds).
+The estimate in Mbit/s, combined with other dispatchers' estimates, gives a utilisation per
+mirror; :func:`load_factor` turns utilisation into a weight multiplier that stays 1 while a
+mirror has room, falls to 0 as it reaches its capacity, and comes back as load drops.
+:func:`weighted_pick` uses the multipliers: a band whose mirrors are held back sends the
+excess to the next-best fresh mirrors, nearest first.
+
+Everything here is pure or takes an injected clock, so tests are deterministic.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+
+SOFT = 0.8  # utilisation at which a mirror starts to be held back
+HARD = 1.0  # utilisation at which it gets no new traffic
+SPILL_DECAY = 0.5  # each further spill candidate gets half the weight of the one before
+
+
+def load_factor(utilisation: float, soft: float = SOFT, hard: float = HARD) -> float:
+    """1 below ``soft``, 0 at or above ``hard``, linear in between."""
+    if utilisation <= soft:
+        return 1.0
+    if utilisation >= hard:
+        return 0.0
+    return (hard - utilisation) / (hard - soft)
+
+
+class LoadEstimator:
+    """Bytes redirected to each mirror over a sliding window, in buckets of ``step`` s.
+
+    ``add`` is on the hot path: a dict lookup and two additions.
+    """
+
+    def __init__(
+        self,
+        window: float = 60.0,
+        step: float = 5.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.window = window
+        self.step = step
+        self.clock = clock
+        self.slots = max(1, math.ceil(window / step))
+        self._buckets: dict[str, list[float]] = {}
+        self._epoch = self._tick(clock())
+
+    def _tick(self, now: float) -> int:
+        return int(now // self.step)
+
+    def _advance(self, now: float) -> int:
+        tick = self._tick(now)
+        if tick != self._epoch:
+            gone = min(tick - self._epoch, self.slots)
+            for buckets in self._buckets.values():
+                for k in range(1, gone + 1):
+                    buckets[(self._epoch + k) % self.slots] = 0.0
+            self._epoch = tick
+        return tick % self.slots
+
+    def add(self, mirror: str, nbytes: int) -> None:
+        slot = self._advance(self.clock())
+        buckets = self._buckets.get(mirror)
+        if buckets is None:
+            buckets = self._buckets[mirror] = [0.0] * self.slots
+        buckets[slot] += nbytes
+
+    def mbps(self) -> dict[str, float]:
+        """Estimated Mbit/s sent to each mirror over the window."""
+        self._advance(self.clock())
+        scale = 8 / 1e6 / self.window
+        return {m: sum(b) * scale for m, b in self._buckets.items()}
+
+
+@dataclass(frozen=True, slots=True)
+class LoadView:
+    """What selection needs: a weight multiplier per mirror name (absent = 1)."""
+
+    factors: Mapping[str, float]
+    mbps: Mapping[str, float]  # fleet-wide estimate, for display
+
+    def factor(self, mirror: str) -> float:
+        return self.factors.get(mirror, 1.0)
+
+
+NO_LOAD = LoadView({}, {})
+
+
+def make_view(
+    local: Mapping[str, float],
+    others: Mapping[str, float],
+    capacities: Mapping[str, int],
+    soft: float = SOFT,
+    hard: float = HARD,
+) -> LoadView:
+    """Combine this dispatcher's estimate with the rest of the fleet's into multipliers."""
+    total = {m: local.get(m, 0.0) + others.get(m, 0.0) for m in {*local, *others}}
+    factors = {
+        m: f
+        for m, mbps in total.items()
+        if m in capacities and (f := load_factor(mbps / capacities[m], soft, hard)) < 1.0
+    }
+    return LoadView(factors, total)
+
+
+def weighted_pick(
+    band_caps: Sequence[float],
+    band_factors: Sequence[float],
+    spill_caps: Sequence[float],
+    spill_factors: Sequence[float],
+    rng: random.Random,
+) -> tuple[bool, int]:
+    """Pick a band member (``(True, i)``) or a spill candidate (``(False, j)``).
+
+    With every factor 1 this is exactly the plain capacity-weighted draw over the band (one
+    ``rng.random()`` call). When band members are held back, the share of traffic they lose
+    (``1 - effective/nominal``) goes to the spill candidates, weighted by their own effective
+    capacity and halved at each step away from the band, so the nearest with room gets most.
+    If no spill candidate has room either, the band takes it all at its nominal weights:
+    overload is shared, never turned into failures.
+    """
+    nominal = float(sum(band_caps))
+    effective = [c * f for c, f in zip(band_caps, band_factors, strict=True)]
+    eff_total = sum(effective)
+    if eff_total >= nominal:
+        return True, _draw(band_caps, rng.random() * nominal)
+    spill_weights = [
+        c * f * SPILL_DECAY**k
+        for k, (c, f) in enumerate(zip(spill_caps, spill_factors, strict=True))
+    ]
+    spill_total = sum(spill_weights)
+    if spill_total <= 0:
+        if eff_total <= 0:
+            return True, _draw(band_caps, rng.random() * nominal)
+        return True, _draw(effective, rng.random() * eff_total)
+    u = rng.random()
+    spill_share = 1.0 - eff_total / nominal
+    if u < spill_share:
+        return False, _draw(spill_weights, u / spill_share * spill_total)
+    return True, _draw(effective, (u - spill_share) / (1.0 - spill_share) * eff_total)
+
+
+def _draw(weights: Sequence[float], point: float) -> int:
+    acc = 0.0
+    for i, w in enumerate(weights):
+        acc += w
+        if point < acc:
+            return i
+    return len(weights) - 1

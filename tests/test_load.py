@@ -1,0 +1,137 @@
+"""Capacity-aware distribution: the estimator, the factor curve and the weighted pick."""
+
+from __future__ import annotations
+
+import ipaddress
+import random
+from collections import Counter
+
+import pytest
+
+from mirrorhub.domain import (
+    Client,
+    Health,
+    Location,
+    Mirror,
+    MirrorState,
+    Options,
+    OriginFile,
+    Tier,
+)
+from mirrorhub.load import LoadEstimator, LoadView, load_factor, make_view, weighted_pick
+from mirrorhub.selection import Band, FileFacts, choose, make_slot, rank_mirrors
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.t = 1000.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+def test_estimator_sums_a_sliding_window() -> None:
+    clock = Clock()
+    est = LoadEstimator(window=60, step=5, clock=clock)
+    est.add("a", 75_000_000)  # 600 Mbit over 60 s = 10 Mbit/s
+    assert est.mbps()["a"] == pytest.approx(10.0)
+    clock.t += 30
+    est.add("a", 75_000_000)
+    assert est.mbps()["a"] == pytest.approx(20.0)
+    clock.t += 35  # the first addition left the window
+    assert est.mbps()["a"] == pytest.approx(10.0)
+    clock.t += 600
+    assert est.mbps()["a"] == 0.0
+
+
+@pytest.mark.parametrize(("u", "f"), [(0.0, 1.0), (0.8, 1.0), (0.9, 0.5), (1.0, 0.0), (3.0, 0.0)])
+def test_load_factor_curve(u: float, f: float) -> None:
+    assert load_factor(u) == pytest.approx(f)
+
+
+def test_fleet_view_adds_other_dispatchers() -> None:
+    view = make_view({"a": 500.0}, {"a": 450.0, "b": 10.0}, {"a": 1000, "b": 1000})
+    assert view.mbps == {"a": 950.0, "b": 10.0}
+    assert view.factor("a") == pytest.approx(0.25) and view.factor("b") == 1.0
+
+
+def test_no_load_is_the_plain_capacity_draw() -> None:
+    for seed in range(50):
+        a = weighted_pick([1, 3], [1, 1], [5], [1], random.Random(seed))
+        b = weighted_pick([1, 3], [1, 1], [], [], random.Random(seed))
+        assert a == b and a[0]
+
+
+MIRRORS = [
+    Mirror(1, "near", "http://near/", None, country="DE", continent="EU", latitude=52.5, longitude=13.4, capacity=100),
+    Mirror(2, "near2", "http://near2/", None, country="DE", continent="EU", latitude=52.4, longitude=13.3, capacity=100),
+    Mirror(3, "mid", "http://mid/", None, country="FR", continent="EU", latitude=48.9, longitude=2.3, capacity=1000),
+    Mirror(4, "far", "http://far/", None, country="US", continent="NA", latitude=40.7, longitude=-74.0, capacity=1000),
+    Mirror(5, "de-only", "http://deo/", None, country="AT", continent="EU", latitude=48.2, longitude=16.4,
+           capacity=1000, restrictions=Restrictions(only_own_country=True)),
+]  # fmt: skip
+FILE = OriginFile("x.iso", 10, 1, None, 1.0)
+CLIENT = Client(ipaddress.ip_address("192.0.2.1"), Location("DE", "EU", 52.5, 13.4))
+
+
+def shares(load: LoadView | None, draws: int = 4000) -> Counter[str]:
+    slots = [
+        make_slot(i, m, MirrorState(Health.UP, last_good_scan=10.0), None)
+        for i, m in enumerate(MIRRORS)
+    ]
+    profile = rank_mirrors(slots, CLIENT, Options(), frozenset())
+    rng = random.Random(5)
+    out: Counter[str] = Counter()
+    for _ in range(draws):
+        d = choose(profile, FileFacts(FILE, None), "x.iso", rng, band=Band(1.5, 50), alternates=2,
+                   full=False, client=CLIENT, options=Options(), load=load)  # fmt: skip
+        assert d.chosen is not None
+        out[d.chosen.mirror.name] += 1
+    return out
+
+
+def test_a_mirror_at_capacity_gets_nothing_while_others_have_room() -> None:
+    load = LoadView({"near": 0.0}, {})
+    got = shares(load)
+    assert got["near"] == 0 and got["near2"] > 0
+
+
+def test_a_full_band_spills_to_the_next_best_nearest_first_and_honours_restrictions() -> None:
+    load = LoadView({"near": 0.0, "near2": 0.0}, {})
+    got = shares(load)
+    assert got["near"] == got["near2"] == 0
+    assert got["mid"] > got["far"] > 0  # nearest first, but both used
+    assert got["de-only"] == 0  # its restriction still holds under spill-over
+
+
+def test_a_half_held_band_sheds_half_its_traffic() -> None:
+    got = shares(LoadView({"near": 0.5, "near2": 0.5}, {}))
+    band = got["near"] + got["near2"]
+    assert abs(band / 4000 - 0.5) < 0.05
+
+
+def test_weights_recover_when_load_drops() -> None:
+    held = shares(LoadView({"near": 0.0, "near2": 0.0}, {}))
+    free = shares(LoadView({}, {}))
+    assert held["near"] == 0 and free["near"] > 1500 and free["mid"] == 0
+
+
+def test_shares_in_the_decision_follow_the_load() -> None:
+    slots = [
+        make_slot(i, m, MirrorState(Health.UP, last_good_scan=10.0), None)
+        for i, m in enumerate(MIRRORS)
+    ]
+    profile = rank_mirrors(slots, CLIENT, Options(), frozenset())
+    d = choose(profile, FileFacts(FILE, None), "x.iso", random.Random(1), band=Band(1.5, 50), alternates=2,
+               full=True, client=CLIENT, options=Options(), load=LoadView({"near": 0.0, "near2": 0.0}, {}))  # fmt: skip
+    share = {c.mirror.name: c.share for c in d.ranked}
+    assert share["near"] == 0 and share["near2"] == 0
+    assert share["mid"] == pytest.approx(2 / 3) and share["far"] == pytest.approx(1 / 3)
+    assert sum(share.values()) == pytest.approx(1.0)
+    assert {c.tier for c in d.ranked if c.mirror.name == "far"} == {Tier.WORLD}
+
+
+def test_everything_full_still_answers() -> None:
+    load = LoadView({m.name: 0.0 for m in MIRRORS}, {})
+    got = shares(load, 500)
+    assert sum(got.values()) == 500 and got["de-only"] == 0
