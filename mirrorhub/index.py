@@ -272,7 +272,7 @@ class Index:
                 del self._bands[next(iter(self._bands))]  # oldest first
             self._bands[key] = found
         if found is not None:
-            return pick_in_band(found, rng, self.config.alternates, load), False
+            return pick_in_band(found, rng, self.config.alternates, load, self.sizes[pos]), False
         if self.config.allow_outdated and self.tolerates(pos, now):
             return fast_choose(
                 profile,
@@ -286,6 +286,7 @@ class Index:
                 self.config.alternates,
                 True,
                 load,
+                self.sizes[pos],
             )
         return None
 

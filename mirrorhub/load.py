@@ -17,11 +17,11 @@ import math
 import random
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
 
-SOFT = 0.8  # utilisation at which a mirror starts to be held back
-HARD = 1.0  # utilisation at which it gets no new traffic
+SOFT = 0.9  # utilisation at which a mirror starts to be held back
+HARD = 0.98  # no new traffic from here: leaves room for the window estimate's step error
 SPILL_DECAY = 0.5  # each further spill candidate gets half the weight of the one before
+WARM = 0.4  # utilisation from which a mirror is watched per request
 
 
 def load_factor(utilisation: float, soft: float = SOFT, hard: float = HARD) -> float:
@@ -79,15 +79,66 @@ class LoadEstimator:
         return {m: sum(b) * scale for m, b in self._buckets.items()}
 
 
-@dataclass(frozen=True, slots=True)
 class LoadView:
-    """What selection needs: a weight multiplier per mirror name (absent = 1)."""
+    """What selection needs: a weight multiplier per mirror name (absent = 1).
 
-    factors: Mapping[str, float]
-    mbps: Mapping[str, float]  # fleet-wide estimate, for display
+    Rebuilt from the window estimates every sync; in between, :meth:`add` applies this
+    dispatcher's own redirects at once, so a burst cannot overrun a mirror between syncs.
+    """
+
+    __slots__ = ("capacities", "factors", "hard", "mbps", "soft", "warm", "window")
+
+    def __init__(
+        self,
+        factors: Mapping[str, float],
+        mbps: Mapping[str, float],
+        capacities: Mapping[str, int] | None = None,
+        window: float = 60.0,
+        soft: float = SOFT,
+        hard: float = HARD,
+    ) -> None:
+        self.factors = dict(factors)
+        self.mbps = dict(mbps)  # fleet-wide estimate, for display
+        self.capacities = dict(capacities or {})
+        self.window = window
+        self.soft = soft
+        self.hard = hard
+        # Mirrors busy enough that one large file could tip them over: only while there are
+        # any does selection pay for the per-request check.
+        self.warm = set(self.factors) | {
+            m
+            for m, v in self.mbps.items()
+            if m in self.capacities and v >= WARM * self.capacities[m]
+        }
 
     def factor(self, mirror: str) -> float:
         return self.factors.get(mirror, 1.0)
+
+    def factor_for(self, mirror: str, nbytes: int) -> float:
+        """The multiplier for sending one more file of ``nbytes`` to ``mirror``.
+
+        Judged on the utilisation *after* this file, so a large file does not push a mirror
+        that is just below its limit over it.
+        """
+        capacity = self.capacities.get(mirror)
+        if not capacity:
+            return self.factors.get(mirror, 1.0)
+        after = self.mbps.get(mirror, 0.0) + nbytes * 8 / 1e6 / self.window
+        return min(
+            self.factors.get(mirror, 1.0), load_factor(after / capacity, self.soft, self.hard)
+        )
+
+    def add(self, mirror: str, nbytes: int) -> None:
+        capacity = self.capacities.get(mirror)
+        if not capacity:
+            return
+        mbps = self.mbps.get(mirror, 0.0) + nbytes * 8 / 1e6 / self.window
+        self.mbps[mirror] = mbps
+        if mbps >= WARM * capacity:
+            self.warm.add(mirror)
+        f = load_factor(mbps / capacity, self.soft, self.hard)
+        if f < 1.0:
+            self.factors[mirror] = f
 
 
 NO_LOAD = LoadView({}, {})
@@ -99,6 +150,7 @@ def make_view(
     capacities: Mapping[str, int],
     soft: float = SOFT,
     hard: float = HARD,
+    window: float = 60.0,
 ) -> LoadView:
     """Combine this dispatcher's estimate with the rest of the fleet's into multipliers."""
     total = {m: local.get(m, 0.0) + others.get(m, 0.0) for m in {*local, *others}}
@@ -107,7 +159,7 @@ def make_view(
         for m, mbps in total.items()
         if m in capacities and (f := load_factor(mbps / capacities[m], soft, hard)) < 1.0
     }
-    return LoadView(factors, total)
+    return LoadView(factors, total, capacities, window, soft, hard)
 
 
 def weighted_pick(

@@ -343,13 +343,14 @@ def _choose(
         )
     caps = [float(r.slot.mirror.capacity) for r in band_members]
     spill = others[:SPILL_CANDIDATES]
-    if load is None or not load.factors:
+    size = facts.file.size
+    if load is None or not load.warm:
         in_band, index = True, _draw(caps, rng.random() * sum(caps))
         shares = {id(r): c / sum(caps) for r, c in zip(band_members, caps, strict=True)}
     else:
-        band_f = [load.factor(r.slot.mirror.name) for r in band_members]
+        band_f = [load.factor_for(r.slot.mirror.name, size) for r in band_members]
         spill_caps = [float(r.slot.mirror.capacity) for r in spill]
-        spill_f = [load.factor(r.slot.mirror.name) for r in spill]
+        spill_f = [load.factor_for(r.slot.mirror.name, size) for r in spill]
         in_band, index = weighted_pick(caps, band_f, spill_caps, spill_f, rng)
         shares = _load_shares(band_members, caps, band_f, spill, spill_caps, spill_f)
     chosen = band_members[index] if in_band else spill[index]
@@ -410,6 +411,7 @@ def fast_choose(
     alternates: int,
     tolerate: bool,
     load: LoadView | None = None,
+    size: int = 0,
 ) -> tuple[list[int], bool] | None:
     """The hot path's :func:`choose`: positions in ``profile.ranked``, chosen first, and
     whether the pick came from the allow_outdated pass.
@@ -420,11 +422,11 @@ def fast_choose(
     args = (profile, path, changed_at, bad, kinds, confirmations, band, alternates)
     found = band_walk(*args, False)
     if found is not None:
-        return pick_in_band(found, rng, alternates, load), False
+        return pick_in_band(found, rng, alternates, load, size), False
     if tolerate:
         found = band_walk(*args, True)
         if found is not None:
-            return pick_in_band(found, rng, alternates, load), True
+            return pick_in_band(found, rng, alternates, load, size), True
     return None
 
 
@@ -512,19 +514,23 @@ def band_walk(
 
 
 def pick_in_band(
-    found: FastBand, rng: random.Random, alternates: int, load: LoadView | None = None
+    found: FastBand,
+    rng: random.Random,
+    alternates: int,
+    load: LoadView | None = None,
+    size: int = 0,
 ) -> list[int]:
     """Draw the mirror (capacity-weighted, held back by load), then list the alternates."""
-    if load is None or not load.factors:
+    if load is None or not load.warm:
         cumulative = found.cumulative
         n = bisect.bisect_right(cumulative, rng.random() * cumulative[-1])
         first = found.members[min(n, len(cumulative) - 1)]
     else:
         in_band, k = weighted_pick(
             found.member_caps,
-            [load.factor(name) for name in found.member_names],
+            [load.factor_for(name, size) for name in found.member_names],
             found.spill_caps,
-            [load.factor(name) for name in found.spill_names],
+            [load.factor_for(name, size) for name in found.spill_names],
             rng,
         )
         first = found.members[k] if in_band else found.others[k]

@@ -16,6 +16,7 @@ from mirrorhub.domain import (
     MirrorState,
     Options,
     OriginFile,
+    Restrictions,
     Tier,
 )
 from mirrorhub.load import LoadEstimator, LoadView, load_factor, make_view, weighted_pick
@@ -44,15 +45,23 @@ def test_estimator_sums_a_sliding_window() -> None:
     assert est.mbps()["a"] == 0.0
 
 
-@pytest.mark.parametrize(("u", "f"), [(0.0, 1.0), (0.8, 1.0), (0.9, 0.5), (1.0, 0.0), (3.0, 0.0)])
+@pytest.mark.parametrize(("u", "f"), [(0.0, 1.0), (0.9, 1.0), (0.94, 0.5), (0.98, 0.0), (3.0, 0.0)])
 def test_load_factor_curve(u: float, f: float) -> None:
-    assert load_factor(u) == pytest.approx(f)
+    assert load_factor(u) == pytest.approx(f)  # defaults: soft 0.9, hard 0.98
+    assert load_factor(0.9, soft=0.8, hard=1.0) == pytest.approx(0.5)
+
+
+def test_a_large_file_is_judged_on_the_load_after_it() -> None:
+    view = make_view({"a": 850.0}, {}, {"a": 1000})  # 85 %: not held back yet
+    assert view.factor("a") == 1.0 and "a" in view.warm
+    assert view.factor_for("a", 1_000_000) == 1.0  # +0.13 Mbit/s: still fine
+    assert view.factor_for("a", 2_000_000_000) == 0.0  # +267 Mbit/s would pass the limit
 
 
 def test_fleet_view_adds_other_dispatchers() -> None:
     view = make_view({"a": 500.0}, {"a": 450.0, "b": 10.0}, {"a": 1000, "b": 1000})
     assert view.mbps == {"a": 950.0, "b": 10.0}
-    assert view.factor("a") == pytest.approx(0.25) and view.factor("b") == 1.0
+    assert view.factor("a") == pytest.approx(0.375) and view.factor("b") == 1.0
 
 
 def test_no_load_is_the_plain_capacity_draw() -> None:

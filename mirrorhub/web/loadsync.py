@@ -25,7 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from mirrorhub.db.models import MirrorLoadRow
 from mirrorhub.domain import Outcome
-from mirrorhub.load import LoadEstimator, make_view
+from mirrorhub.load import LoadEstimator, LoadView, make_view
 from mirrorhub.web.redirect import ClientContext, Dispatcher, Recorder, Scope
 from mirrorhub.web.state import AppState
 
@@ -37,6 +37,7 @@ class LoadRecorder(Recorder):
     def __init__(self, state: AppState, estimator: LoadEstimator) -> None:
         self.state = state
         self.estimator = estimator
+        self.view = LoadView({}, {})  # the dispatcher's view; replaced at every sync
 
     def record(
         self,
@@ -51,18 +52,20 @@ class LoadRecorder(Recorder):
             sizes = self.state.holder.current.sizes
             if pos < len(sizes):
                 self.estimator.add(mirror, sizes[pos])
+                self.view.add(mirror, sizes[pos])
 
 
 def install(state: AppState) -> None:
     """Register the recorder and the sync task (called while the app is assembled)."""
     settings = state.settings
-    estimator = LoadEstimator(window=settings.load_window_seconds)
+    estimator = LoadEstimator(window=settings.load_window_seconds, step=1.0)
     state.extras["load_estimator"] = estimator
-    state.extras.setdefault("recorders", []).append(LoadRecorder(state, estimator))
+    recorder = LoadRecorder(state, estimator)
+    state.extras.setdefault("recorders", []).append(recorder)
     process = f"{socket.gethostname()}:{os.getpid()}"
 
     async def start() -> None:
-        state.tasks.append(asyncio.create_task(_sync_loop(state, estimator, process)))
+        state.tasks.append(asyncio.create_task(_sync_loop(state, estimator, recorder, process)))
 
     async def stop() -> None:
         with contextlib.suppress(Exception):
@@ -73,7 +76,9 @@ def install(state: AppState) -> None:
     state.extras.setdefault("shutdown", []).append(stop)
 
 
-async def _sync_loop(state: AppState, estimator: LoadEstimator, process: str) -> None:
+async def _sync_loop(
+    state: AppState, estimator: LoadEstimator, recorder: LoadRecorder, process: str
+) -> None:
     interval = state.settings.load_sync_seconds
     while True:
         await asyncio.sleep(interval)
@@ -84,11 +89,12 @@ async def _sync_loop(state: AppState, estimator: LoadEstimator, process: str) ->
         except Exception as exc:  # the database may be away: hold back on our own estimate
             log.debug("load sync failed: %s", exc)
         capacities = {s.mirror.name: s.mirror.capacity for s in state.holder.current.slots}
-        view = make_view(local, others, capacities)
+        view = make_view(local, others, capacities, window=estimator.window)
         state.extras["load_view"] = view
+        recorder.view = view
         dispatcher: Dispatcher | None = state.extras.get("dispatcher")
         if dispatcher is not None:
-            dispatcher.load = view if view.factors else None
+            dispatcher.load = view
 
 
 async def exchange(
