@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import delete, select, tuple_, update
+from sqlalchemy import delete, select, text, tuple_, update
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from mirrorhub.domain import Health, IPNetwork, Mirror, MirrorState, Restrictions
@@ -178,6 +181,10 @@ async def bump_version(session: AsyncSession) -> None:
         .where(IndexVersionRow.id == 1)
         .values(version=IndexVersionRow.version + 1)
     )
+    if session.get_bind().dialect.name == "postgresql":
+        # Delivered at commit (and dropped on rollback): wakes the dispatchers' listeners
+        # (mirrorhub/notify.py) at once instead of at their next periodic check.
+        await session.execute(text("SELECT pg_notify('mirrorhub_index', '')"))
 
 
 # --- the index source ---
@@ -311,3 +318,16 @@ async def delete_mirror(session: AsyncSession, name: str) -> bool:
     # (db.session turns foreign keys on for every SQLite connection).
     result = await session.execute(delete(MirrorRow).where(MirrorRow.name == name))
     return bool(getattr(result, "rowcount", 0))
+
+
+async def ensure_mirror_state(session: AsyncSession, mirror_ids: Sequence[int]) -> None:
+    """Create missing ``mirror_state`` rows without racing another writer creating them."""
+    if not mirror_ids:
+        return
+    dialect = session.get_bind().dialect.name
+    insert_fn: Any = postgresql_insert if dialect == "postgresql" else sqlite_insert
+    await session.execute(
+        insert_fn(MirrorStateRow)
+        .values([{"mirror_id": mirror_id} for mirror_id in sorted(set(mirror_ids))])
+        .on_conflict_do_nothing(index_elements=["mirror_id"])
+    )

@@ -23,6 +23,7 @@ from mirrorhub.domain import Client, Decision, Options, Outcome, Scheme
 from mirrorhub.errors import InvalidPath
 from mirrorhub.geo import GeoLocator, parse_address, resolve_client
 from mirrorhub.index import Index, IndexHolder
+from mirrorhub.load import LoadView
 from mirrorhub.paths import normalize_path, quote_path
 from mirrorhub.selection import Profile
 from mirrorhub.settings import Settings
@@ -42,6 +43,9 @@ _EMPTY = (b"content-length", b"0")
 _EMPTY_BODY = {"type": "http.response.body", "body": b""}
 _LINK_MIDDLES = tuple(b">; rel=duplicate; pri=%d" % n for n in range(1, 65))
 _TEXT = (b"content-type", b"text/plain; charset=utf-8")
+_DESCRIBEDBY_TAIL = b'.meta4>; rel=describedby; type="application/metalink4+xml"'
+# Generated files next to a published one; a file of that name on the origin wins.
+_SUFFIX_VIEWS = ((".meta4", "meta4"), (".sha256", "sha256"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,6 +93,17 @@ class Dispatcher:
         self.trusted = settings.trusted_proxies
         self.max_links = settings.link_alternates
         self.recorder = recorder
+        # Capacity-aware weights; replaced whole every few seconds by mirrorhub.web.loadsync.
+        self.load: LoadView | None = None
+        # Link rel=describedby to PATH.meta4: on the configured public URL, else a
+        # path-absolute reference (RFC 8288 allows it); never from the Host header.
+        self._describedby: bytes | None = None
+        self._describedby_room = 0  # the longest %-encoded path that still fits the line
+        if views is not None and "meta4" in views.names:
+            self._describedby = b"<" + (settings.public_url or "/").encode("ascii")
+            self._describedby_room = (
+                MAX_LINK_VALUE - len(self._describedby) - len(_DESCRIBEDBY_TAIL)
+            )
         self._contexts: dict[tuple[object, ...], ClientContext] = {}
         self._trusted_peers: dict[str, bool] = {}
 
@@ -118,20 +133,25 @@ class Dispatcher:
                 recorder.record(Outcome.BAD_REQUEST, None, None, None, scope, started)
             return
         pos = index.positions.get(path)
-        if pos is None:
-            request = Request(path, ctx.client, ctx.options, method == "HEAD")
-            if index.is_dir(path):
-                await self.origin.directory(request, scope, receive, send)
-            else:
-                await _plain(send, 404, b"not found\n", head=request.head)
-            if recorder is not None:
-                recorder.record(Outcome.NOT_FOUND, None, None, ctx, scope, started)
-            return
-        view = ctx.view or (
-            _accept_view(accept, self.views.names) if accept and self.views else None
-        )
+        view: str | None
+        if pos is not None:
+            view = ctx.view or (
+                _accept_view(accept, self.views.names) if accept and self.views else None
+            )
+        else:
+            derived = self._derived(index, path)
+            if derived is None:
+                request = Request(path, ctx.client, ctx.options, method == "HEAD")
+                if index.is_dir(path):
+                    await self.origin.directory(request, scope, receive, send)
+                else:
+                    await _plain(send, 404, b"not found\n", head=request.head)
+                if recorder is not None:
+                    recorder.record(Outcome.NOT_FOUND, None, None, ctx, scope, started)
+                return
+            pos, view = derived
         if view is None and index.origin_reason(pos) is None:
-            picks = index.fast_pick(pos, ctx.profile, self.rng, self.clock())
+            picks = index.fast_pick(pos, ctx.profile, self.rng, self.clock(), self.load)
             if picks is not None:
                 await self.redirect(index, pos, ctx.profile, picks, send)
                 if recorder is not None:
@@ -141,7 +161,9 @@ class Dispatcher:
         # Views, origin-only files and files no mirror holds: the full decision.
         request = Request(path, ctx.client, ctx.options, method == "HEAD")
         now = self.clock() if index.config.allow_outdated else None
-        decision = index.decide(pos, ctx.client, ctx.options, self.rng, full=bool(view), now=now)
+        decision = index.decide(
+            pos, ctx.client, ctx.options, self.rng, full=bool(view), now=now, load=self.load
+        )
         if view is not None and self.views is not None:
             await self.views.render(view, decision, index.sha256_digest(pos), scope, send)
             return
@@ -180,6 +202,8 @@ class Dispatcher:
             tail = _LINK_MIDDLES[pri] + geo[i]
             if len(links[i]) + len(tail) < budget:
                 headers.append((b"link", links[i] + quoted + tail))
+        if self._describedby is not None and len(quoted) < self._describedby_room:
+            headers.append((b"link", self._describedby + quoted + _DESCRIBEDBY_TAIL))
         if digest is not None and not maybe_outdated:  # an old copy has another hash
             headers.append((b"digest", digest))
         await send({"type": "http.response.start", "status": 302, "headers": headers})
@@ -197,6 +221,9 @@ class Dispatcher:
             (b"x-mirrorhub-mirror", chosen.mirror.name.encode("ascii", "replace")),
         ]
         headers.extend(link_headers(decision, self.max_links))
+        quoted, _ = index.rendered(pos)
+        if self._describedby is not None and len(quoted) < self._describedby_room:
+            headers.append((b"link", self._describedby + quoted + _DESCRIBEDBY_TAIL))
         digest = index.sha256_digest(pos)
         if digest is not None and not chosen.maybe_outdated:
             headers.append((b"digest", b"SHA-256=" + base64.b64encode(digest)))
@@ -256,6 +283,18 @@ class Dispatcher:
                 self._trusted_peers.clear()
             self._trusted_peers[host] = known
         return known
+
+    def _derived(self, index: Index, path: str) -> tuple[int, str] | None:
+        """``PATH.meta4`` / ``PATH.sha256`` when only ``PATH`` is published: (its position,
+        the view). Only asked when the path itself is not a published file."""
+        if self.views is None:
+            return None
+        for suffix, view in _SUFFIX_VIEWS:
+            if path.endswith(suffix) and view in self.views.names:
+                pos = index.positions.get(path[: -len(suffix)])
+                if pos is not None:
+                    return pos, view
+        return None
 
     def forget_clients(self) -> None:
         """Drop cached client contexts (their GeoIP answers) after a database reload."""

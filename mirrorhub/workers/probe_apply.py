@@ -16,12 +16,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 from sqlalchemy import insert, or_, select
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from mirrorhub.db import repositories
 from mirrorhub.db.models import (
     MirrorFileDiffRow,
     MirrorRow,
@@ -221,14 +220,7 @@ async def _apply_batch(
     if not probes:
         return []
     ids = sorted(existing)
-    # Create missing state rows without racing a scan that creates the same row.
-    dialect = session.get_bind().dialect.name
-    insert_fn: Any = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    await session.execute(
-        insert_fn(MirrorStateRow)
-        .values([{"mirror_id": mirror_id} for mirror_id in ids])
-        .on_conflict_do_nothing(index_elements=["mirror_id"])
-    )
+    await repositories.ensure_mirror_state(session, ids)
     # Row locks (PostgreSQL) keep two overlapping rounds from losing counter updates; only
     # the probe columns are written, so a concurrent scan's columns are left alone.
     states = {

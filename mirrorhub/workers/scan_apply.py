@@ -29,6 +29,7 @@ from sqlalchemy import delete, insert, select, text
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from mirrorhub.db import repositories
 from mirrorhub.db.models import (
     MirrorFileConfirmationRow,
     MirrorFileDiffRow,
@@ -124,12 +125,11 @@ async def _apply_once(
         )
         if mirror_id is None:
             raise NotFound(f"mirror {record.mirror_id} no longer exists")
-        state = await session.get(MirrorStateRow, record.mirror_id, with_for_update=True)
-        if state is None:
-            state = MirrorStateRow(mirror_id=record.mirror_id)
-            session.add(state)
-            state.scan_failures = 0
-            state.scan_failed = False
+        await repositories.ensure_mirror_state(session, [record.mirror_id])
+        state = await session.get(
+            MirrorStateRow, record.mirror_id, with_for_update=True, populate_existing=True
+        )
+        assert state is not None
         session.add(_scan_row(record))
         if record.ok:
             await _replace_diffs(session, record, rows)

@@ -87,7 +87,9 @@ async def test_redirects_to_the_nearest_fresh_mirror(geo: GeoLocator, tmp_path: 
     assert r.headers["digest"] == "SHA-256=" + base64.b64encode(bytes.fromhex(SHA)).decode()
     links = r.headers.get_list("link")
     assert links[0] == "<http://de1.example/pub/pub/x.iso>; rel=duplicate; pri=1; geo=de"
-    assert all(len(f"Link: {v}") < 360 for v in links) and len(links) == 3
+    assert all(len(f"Link: {v}") < 360 for v in links) and len(links) == 4
+    # No MIRRORHUB_PUBLIC_URL: a path-absolute reference, never built from the Host header.
+    assert links[3] == '</pub/x.iso.meta4>; rel=describedby; type="application/metalink4+xml"'
 
 
 async def test_head_is_a_redirect_too(geo: GeoLocator, tmp_path: Path) -> None:
