@@ -23,6 +23,10 @@ def create_engine(database_url: str, **kwargs: Any) -> AsyncEngine:
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
         return engine
     kwargs.setdefault("pool_pre_ping", True)
+    # Without time-outs asyncpg waits a minute to connect and forever for a query, so a
+    # black-holed database would hang workers and pages instead of failing over to the
+    # last good state.
+    kwargs.setdefault("connect_args", {"timeout": 5, "command_timeout": 60})
     return create_async_engine(url, **kwargs)
 
 

@@ -158,14 +158,23 @@ async def run_workers(
     clock: Callable[[], float] = time.time,
 ) -> None:
     """Run every background job until ``stop`` is set (``mirrorhub worker`` and ``serve``)."""
+    from mirrorhub.fleet import Heartbeat
+
     jobs = Jobs(sessions, settings, clock)
+    owner = owner or default_owner()
     runner = Runner(
         sessions,
         jobs.kinds(),
         jobs.wanted_keys,
-        owner=owner or default_owner(),
+        owner=owner,
         concurrency=settings.worker_concurrency,
         lease_seconds=settings.job_lease_seconds,
         clock=clock,
     )
-    await runner.run(stop)
+    # The row in `processes` (named like the lease owner) lists this worker on /-/workers.
+    heartbeat = Heartbeat(sessions, owner, "worker", settings.heartbeat_seconds, clock=clock)
+    heartbeat.start()
+    try:
+        await runner.run(stop)
+    finally:
+        await heartbeat.stop()

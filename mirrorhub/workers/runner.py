@@ -165,9 +165,14 @@ class Runner:
     async def _heartbeat(self, key: str) -> None:
         while True:
             await asyncio.sleep(self.lease_seconds / 3)
-            if not await leases.renew(
-                self.sessions, key, self.owner, self.clock() + self.lease_seconds
-            ):
+            try:
+                held = await leases.renew(
+                    self.sessions, key, self.owner, self.clock() + self.lease_seconds
+                )
+            except Exception as exc:  # database away: keep trying, or the lease lapses for good
+                log.warning("cannot renew the lease on %s: %s", key, exc)
+                continue
+            if not held:
                 log.warning("lost the lease on %s", key)
                 return
 
