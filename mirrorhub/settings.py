@@ -49,6 +49,7 @@ class Settings:
     database_url: str = "sqlite:///mirrorhub.db"
     origin_dir: Path | None = None
     origin_url: str | None = None
+    public_url: str | None = None  # the dispatcher's own public base URL; never the Host header
     geoip_city_db: Path | None = None
     geoip_asn_db: Path | None = None
     trusted_proxies: tuple[IPNetwork, ...] = ()
@@ -90,6 +91,8 @@ class Settings:
     geoip_asn_url: str = "https://download.db-ip.com/free/dbip-asn-lite-{year}-{month:02d}.mmdb.gz"
     geoip_dir: Path = field(default_factory=lambda: Path("geoip"))
     allow_outdated: tuple[tuple[str, float], ...] = ()  # (prefix, seconds), longest first
+    load_window_seconds: float = 60.0
+    load_sync_seconds: float = 2.0
     origin_scan_interval: float = 600.0
     origin_watch_seconds: float = 5.0
     scan_interval: float = 1800.0
@@ -100,6 +103,35 @@ class Settings:
     recheck_timeout_seconds: float = 10.0
     worker_concurrency: int = 4
     job_lease_seconds: float = 120.0
+    # Who may read /-/metrics (client address per the trusted-proxy rules); loopback only.
+    metrics_allow: tuple[IPNetwork, ...] = (
+        ipaddress.ip_network("127.0.0.0/8"),
+        ipaddress.ip_network("::1/128"),
+    )
+    # Download statistics (mirrorhub/stats): counted in memory, flushed every
+    # stats_flush_seconds; ranged requests from one client for one file within
+    # stats_range_window_seconds count once (at most stats_range_clients remembered);
+    # during a database outage at most stats_buffer_rows rows wait in memory; daily rows
+    # are kept stats_raw_days, then only monthly totals.
+    stats_enabled: bool = True
+    stats_flush_seconds: float = 5.0
+    stats_range_window_seconds: float = 600.0
+    stats_range_clients: int = 100_000
+    stats_buffer_rows: int = 200_000
+    stats_raw_days: int = 90
+    # Scale-out (mirrorhub/fleet.py, mirrorhub/notify.py): how often each process refreshes
+    # its row in `processes` (live = a heartbeat within 3x this), and whether dispatchers
+    # LISTEN for index changes on PostgreSQL (the periodic version check stays as fallback).
+    heartbeat_seconds: float = 5.0
+    pg_notify: bool = True
+
+    # Dashboard sign-in (mirrorhub.auth). secret_key signs session cookies; when unset, a
+    # random key is stored in the database on first start so every dispatcher shares it.
+    secret_key: str | None = None
+    session_max_age_seconds: float = 12 * 3600.0
+    login_window_seconds: float = 900.0
+    login_max_failures_per_account: int = 5
+    login_max_failures_per_address: int = 20
 
     @property
     def async_database_url(self) -> str:
@@ -130,6 +162,13 @@ def _http_url(value: str) -> str:
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ValueError(f"not an http(s) URL: {value!r}")
     return value if value.endswith("/") else value + "/"
+
+
+def _public_url(value: str) -> str:
+    """An ASCII http(s) base URL without query or fragment: it is pasted into headers."""
+    if not value.isascii() or any(c in value for c in '?#<> "') or "@" in urlsplit(value).netloc:
+        raise ValueError(f"not a plain ASCII http(s) base URL: {value!r}")
+    return _http_url(value)
 
 
 def _db_url(value: str) -> str:
@@ -214,6 +253,15 @@ def _band_factor(value: str) -> float:
     return number
 
 
+def _secret_key(value: str) -> str | None:
+    """At least 32 characters, or "" for the key stored in the database."""
+    if not value:
+        return None
+    if len(value) < 32:
+        raise ValueError("must be at least 32 characters (e.g. `openssl rand -hex 32`)")
+    return value
+
+
 def _allow_outdated(value: str) -> tuple[tuple[str, float], ...]:
     """``pub/nightly/=60, pub/daily/=30``: path prefix = minutes."""
     rules = []
@@ -229,9 +277,15 @@ def _allow_outdated(value: str) -> tuple[tuple[str, float], ...]:
 
 
 _PARSERS: dict[str, Callable[[str], Any]] = {
+    "secret_key": _secret_key,
+    "session_max_age_seconds": _positive_float,
+    "login_window_seconds": _positive_float,
+    "login_max_failures_per_account": _positive_int,
+    "login_max_failures_per_address": _positive_int,
     "database_url": _db_url,
     "origin_dir": _path,
     "origin_url": _http_url,
+    "public_url": _public_url,
     "geoip_city_db": _path,
     "geoip_asn_db": _path,
     "trusted_proxies": _networks,
@@ -262,6 +316,8 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "geoip_asn_url": str,
     "geoip_dir": _path,
     "allow_outdated": _allow_outdated,
+    "load_window_seconds": _positive_float,
+    "load_sync_seconds": _positive_float,
     "origin_scan_interval": _positive_float,
     "origin_watch_seconds": _positive_float,
     "scan_interval": _positive_float,
@@ -272,6 +328,15 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "recheck_timeout_seconds": _positive_float,
     "worker_concurrency": _positive_int,
     "job_lease_seconds": _positive_float,
+    "metrics_allow": _networks,
+    "stats_enabled": _bool,
+    "stats_flush_seconds": _positive_float,
+    "stats_range_window_seconds": _nonneg_float,
+    "stats_range_clients": _positive_int,
+    "stats_buffer_rows": _positive_int,
+    "stats_raw_days": _positive_int,
+    "heartbeat_seconds": _positive_float,
+    "pg_notify": _bool,
 }
 
 
@@ -314,7 +379,9 @@ def load_settings(
         raise SettingsError(env_name(unknown[0]), "unknown setting")
     values: dict[str, Any] = {}
     for name, text in raw.items():
-        if text == "" and name in ("origin_dir", "origin_url", "geoip_city_db", "geoip_asn_db"):
+        if text == "" and name in (
+            "origin_dir", "origin_url", "public_url", "geoip_city_db", "geoip_asn_db",
+        ):  # fmt: skip
             continue  # an empty optional setting means "not set"
         try:
             values[name] = _PARSERS[name](text)

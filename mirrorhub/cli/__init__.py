@@ -19,7 +19,19 @@ from mirrorhub.errors import MirrorhubError
 from mirrorhub.settings import load_settings
 
 # Modules that add sub-commands, in the order --help lists them.
-COMMAND_MODULES = ("serve", "worker", "db", "mirror", "origin", "scan", "probe", "geoip", "demo")
+COMMAND_MODULES = (
+    "serve",
+    "worker",
+    "db",
+    "mirror",
+    "user",
+    "origin",
+    "scan",
+    "probe",
+    "geoip",
+    "demo",
+    "token",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -280,6 +280,15 @@ class AuditRow(Base):
     __table_args__ = (Index("ix_audit_log_at", "at"),)
 
 
+class AppSecretRow(Base):
+    """Random keys every dispatcher must share (the session-signing key), made on first use."""
+
+    __tablename__ = "app_secrets"
+
+    name: Mapped[str] = mapped_column(String(32), primary_key=True)
+    value: Mapped[str] = mapped_column(String(128))
+
+
 class ApiTokenRow(Base):
     """An API token for automation; only its SHA-256 is stored."""
 
@@ -352,3 +361,17 @@ class WorkerRow(Base):
     started_at: Mapped[float] = mapped_column(Float)
     heartbeat_at: Mapped[float] = mapped_column(Float)
     index_version: Mapped[int | None] = mapped_column(BigInteger)
+
+
+class MirrorLoadRow(Base):
+    """Each dispatcher's current estimate of the traffic it sends to each mirror.
+
+    Dispatchers add up the fresh rows of the others to hold a mirror back fleet-wide.
+    """
+
+    __tablename__ = "mirror_load"
+
+    process: Mapped[str] = mapped_column(String(128), primary_key=True)
+    mirror: Mapped[str] = mapped_column(String(64), primary_key=True)
+    mbps: Mapped[float] = mapped_column(Float)
+    updated_at: Mapped[float] = mapped_column(Float)  # POSIX seconds

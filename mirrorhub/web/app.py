@@ -28,7 +28,7 @@ from mirrorhub.geo import GeoLocator
 from mirrorhub.index import IndexConfig, IndexHolder, empty_index, refresh_loop, refresh_once
 from mirrorhub.selection import Band
 from mirrorhub.settings import Settings
-from mirrorhub.web import admin, api, metrics, pages, stats
+from mirrorhub.web import admin, api, fleet, loadsync, metrics, pages, stats
 from mirrorhub.web.origin import OriginServer
 from mirrorhub.web.redirect import Dispatcher, Recorder
 from mirrorhub.web.security import SecurityHeaders
@@ -37,7 +37,7 @@ from mirrorhub.web.templating import STATIC_DIR
 from mirrorhub.web.views import Views
 
 GEOIP_CHECK_SECONDS = 10.0
-FEATURES = (pages, admin, api, stats, metrics)
+FEATURES = (pages, admin, fleet, api, stats, metrics)  # fleet before api: its catch-all
 Hook = Callable[[], Awaitable[None]]
 
 __all__ = ["AppState", "create_app", "index_config"]
@@ -84,6 +84,7 @@ def create_app(
                     config,
                     settings.index_refresh_seconds,
                     clock,
+                    wake=state.extras.get("index_wake"),  # set by web/fleet.py (LISTEN)
                 )
             )
         )
@@ -127,6 +128,7 @@ def create_app(
             headers={"cache-control": "no-store"},
         )
 
+    loadsync.install(state)
     routes: list[BaseRoute] = [Route("/-/health", health)]
     for feature in FEATURES:
         routes.extend(feature.routes(state))
@@ -141,7 +143,7 @@ def create_app(
         inner,
         OriginServer(settings),
         rng,
-        Views(),
+        Views(settings),
         clock,
         recorder=_fan_out(recorders),
     )
