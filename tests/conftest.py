@@ -62,7 +62,7 @@ def pg_database_url() -> Iterator[str]:
     name = f"mirrorhub_test_{uuid.uuid4().hex[:10]}"
     try:
         asyncio.run(_pg_admin(f'CREATE DATABASE "{name}"'))
-    except (OSError, asyncio.TimeoutError) as exc:
+    except (TimeoutError, OSError) as exc:
         require(False, f"no PostgreSQL server at {PG_SERVER_URL}: {exc}")
     base = PG_SERVER_URL.rsplit("/", 1)[0]
     yield f"{base}/{name}"
