@@ -9,7 +9,7 @@ import sys
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
-from mirrorhub.db.repositories import MirrorRecord
+from mirrorhub.db.repositories import MirrorRecord, record_json
 from mirrorhub.errors import ValidationError
 from mirrorhub.settings import Settings
 
@@ -266,37 +266,7 @@ def _show(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _as_json(record: MirrorRecord) -> dict[str, Any]:
-    m, st, r = record.mirror, record.state, record.mirror.restrictions
-    return {
-        "name": m.name,
-        "id": m.id,
-        "enabled": m.enabled,
-        "http_url": m.http_url,
-        "https_url": m.https_url,
-        "rsync_url": m.rsync_url,
-        "country": m.country,
-        "continent": m.continent,
-        "latitude": m.latitude,
-        "longitude": m.longitude,
-        "asn": m.asn,
-        "networks": [str(n) for n in m.networks],
-        "capacity": m.capacity,
-        "scope": list(m.scope),
-        "only_own_networks": r.only_own_networks,
-        "only_own_asn": r.only_own_asn,
-        "only_own_country": r.only_own_country,
-        "only_own_continent": r.only_own_continent,
-        "excluded_countries": sorted(r.excluded_countries),
-        "contact": record.contact,
-        "notes": record.notes,
-        "health": st.health.value,
-        "lagging": st.lagging,
-        "scan_failed": st.scan_failed,
-        "last_good_scan": st.last_good_scan,
-        "last_scan_error": record.last_scan_error,
-        "created_at": record.created_at.isoformat(),
-        "updated_at": record.updated_at.isoformat(),
-    }
+    return {"id": record.mirror.id, **record_json(record, private=True)}
 
 
 def _plain_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> None:

@@ -331,3 +331,41 @@ async def ensure_mirror_state(session: AsyncSession, mirror_ids: Sequence[int]) 
         .values([{"mirror_id": mirror_id} for mirror_id in sorted(set(mirror_ids))])
         .on_conflict_do_nothing(index_elements=["mirror_id"])
     )
+
+
+def record_json(record: MirrorRecord, *, private: bool) -> dict[str, Any]:
+    """A mirror as the API and `mirror list --json` show it; contact and notes only when
+    ``private`` (a token holder, the CLI)."""
+    m, st, r = record.mirror, record.state, record.mirror.restrictions
+    out: dict[str, Any] = {
+        "name": m.name,
+        "enabled": m.enabled,
+        "http_url": m.http_url,
+        "https_url": m.https_url,
+        "rsync_url": m.rsync_url,
+        "country": m.country,
+        "continent": m.continent,
+        "latitude": m.latitude,
+        "longitude": m.longitude,
+        "asn": m.asn,
+        "networks": [str(n) for n in m.networks],
+        "capacity": m.capacity,
+        "scope": list(m.scope),
+        "only_own_networks": r.only_own_networks,
+        "only_own_asn": r.only_own_asn,
+        "only_own_country": r.only_own_country,
+        "only_own_continent": r.only_own_continent,
+        "excluded_countries": sorted(r.excluded_countries),
+        "health": st.health.value,
+        "lagging": st.lagging,
+        "lag_seconds": record.lag_seconds,
+        "scan_failed": st.scan_failed,
+        "last_good_scan": st.last_good_scan,
+        "last_scan_error": record.last_scan_error,
+        "created_at": record.created_at.isoformat(),
+        "updated_at": record.updated_at.isoformat(),
+    }
+    if private:
+        out["contact"] = record.contact
+        out["notes"] = record.notes
+    return out

@@ -26,7 +26,7 @@ from starlette.types import Receive, Scope, Send
 
 from mirrorhub import countries, services, tokens
 from mirrorhub.db.models import JobRow
-from mirrorhub.db.repositories import MirrorRecord
+from mirrorhub.db.repositories import MirrorRecord, record_json
 from mirrorhub.domain import Client, Options, Scheme
 from mirrorhub.errors import Conflict, InvalidPath, MirrorhubError, NotFound, ValidationError
 from mirrorhub.geo import parse_address, resolve_client
@@ -191,11 +191,11 @@ class Api:
 
     async def list_mirrors(self, request: Request, params: Params, token: Any) -> Response:
         records = await services.list_mirrors(self.sessions)
-        return _ok({"mirrors": [mirror_json(r, private=token is not None) for r in records]})
+        return _ok({"mirrors": [record_json(r, private=token is not None) for r in records]})
 
     async def get_mirror(self, request: Request, params: Params, token: Any) -> Response:
         record = await services.get_mirror(self.sessions, params["name"])
-        return _ok(mirror_json(record, private=token is not None))
+        return _ok(record_json(record, private=token is not None))
 
     async def create_mirror(
         self, request: Request, params: Params, token: tokens.TokenInfo | None
@@ -208,7 +208,7 @@ class Api:
             actor=_actor(token),
         )
         name = record.mirror.name
-        return _ok(mirror_json(record, private=True), 201, {"location": f"{PREFIX}mirrors/{name}"})
+        return _ok(record_json(record, private=True), 201, {"location": f"{PREFIX}mirrors/{name}"})
 
     async def edit_mirror(
         self, request: Request, params: Params, token: tokens.TokenInfo | None
@@ -221,7 +221,7 @@ class Api:
             allow_private=self.settings.allow_private_mirrors,
             actor=_actor(token),
         )
-        return _ok(mirror_json(record, private=True))
+        return _ok(record_json(record, private=True))
 
     async def delete_mirror(
         self, request: Request, params: Params, token: tokens.TokenInfo | None
@@ -235,7 +235,7 @@ class Api:
         record = await services.set_enabled(
             self.sessions, params["name"], True, actor=_actor(token)
         )
-        return _ok(mirror_json(record, private=True))
+        return _ok(record_json(record, private=True))
 
     async def disable_mirror(
         self, request: Request, params: Params, token: tokens.TokenInfo | None
@@ -243,7 +243,7 @@ class Api:
         record = await services.set_enabled(
             self.sessions, params["name"], False, actor=_actor(token)
         )
-        return _ok(mirror_json(record, private=True))
+        return _ok(record_json(record, private=True))
 
     async def scan_mirror(self, request: Request, params: Params, token: Any) -> Response:
         """Bring the worker pool's scan job forward; without workers, scan here.
@@ -425,43 +425,6 @@ def _country(value: str, name: str) -> str:
 
 
 # --- output -----------------------------------------------------------------------------------
-
-
-def mirror_json(record: MirrorRecord, *, private: bool) -> dict[str, Any]:
-    """A mirror as the API shows it; contact and notes only to token holders."""
-    m, st, r = record.mirror, record.state, record.mirror.restrictions
-    out: dict[str, Any] = {
-        "name": m.name,
-        "enabled": m.enabled,
-        "http_url": m.http_url,
-        "https_url": m.https_url,
-        "rsync_url": m.rsync_url,
-        "country": m.country,
-        "continent": m.continent,
-        "latitude": m.latitude,
-        "longitude": m.longitude,
-        "asn": m.asn,
-        "networks": [str(n) for n in m.networks],
-        "capacity": m.capacity,
-        "scope": list(m.scope),
-        "only_own_networks": r.only_own_networks,
-        "only_own_asn": r.only_own_asn,
-        "only_own_country": r.only_own_country,
-        "only_own_continent": r.only_own_continent,
-        "excluded_countries": sorted(r.excluded_countries),
-        "health": st.health.value,
-        "lagging": st.lagging,
-        "lag_seconds": record.lag_seconds,
-        "scan_failed": st.scan_failed,
-        "last_good_scan": st.last_good_scan,
-        "last_scan_error": record.last_scan_error,
-        "created_at": record.created_at.isoformat(),
-        "updated_at": record.updated_at.isoformat(),
-    }
-    if private:
-        out["contact"] = record.contact
-        out["notes"] = record.notes
-    return out
 
 
 # --- statistics -------------------------------------------------------------------------------
