@@ -84,6 +84,7 @@ def mirrorhub_app(config: dict[str, Any]) -> ASGIApp:
         geoip_asn_db=Path(config["geoip_asn_db"]),
         trusted_proxies=tuple(ipaddress.ip_network(n) for n in config["trusted_proxies"]),
         origin_url=config["origin_url"],
+        stats_enabled=config.get("stats_enabled", True),  # bench/stats_overhead.py --wrk
     )
     return create_app(settings)  # type: ignore[return-value]
 

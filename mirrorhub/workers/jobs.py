@@ -9,7 +9,7 @@ job key            default interval           what it does
 ``scan:<id>``      ``scan_interval``          full scan of one mirror (rsync or HTTP)
 ``probe``          ``probe_interval``         health + trace probe of every enabled mirror
 ``recheck``        ``recheck_interval``       HEAD files changed since each mirror's scan
-``retention``      one hour                   bound probe history
+``retention``      one hour                   bound probe history and download stats
 =================  =========================  =============================================
 
 Failing jobs back off exponentially (see :mod:`mirrorhub.workers.schedule`).
@@ -137,9 +137,11 @@ class Jobs:
         return JobOutcome(True)
 
     async def retention(self, key: str) -> JobOutcome:
+        from mirrorhub.stats.retention import apply_stats_retention
         from mirrorhub.workers.retention import apply_retention
 
         await apply_retention(self.sessions, self.settings, clock=self.clock)
+        await apply_stats_retention(self.sessions, self.settings, clock=self.clock)
         return JobOutcome(True)
 
 

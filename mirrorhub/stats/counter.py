@@ -1,0 +1,259 @@
+"""The hot-path recorder: counts downloads per UTC day in plain dicts.
+
+Per counted request: one clock read, one dedup lookup and three small dict updates (file
+by index position, mirror, client country). No I/O, no tuple or string built, and no
+exception ever escapes :meth:`StatsCounter.record`. Positions become
+paths when the index snapshot changes, the day ends or the flusher takes the counts.
+
+What counts as a download: a ``GET`` answered with a mirror redirect or by the origin for a
+file in the index. ``HEAD``, views, errors and unknown paths do not count. A ``Range``
+request from the same client for the same file within ``range_window`` seconds of that
+client's previous request for it belongs to the same download (download managers fetch
+segments in parallel and resume later) and is not counted again; the window slides with
+each request. A plain ``GET`` always counts: it is a new full download.
+
+"Same client" is the dispatcher's cached ``Client`` object (one per address, kept across
+index versions). A client whose context was evicted from that cache, or who varies the
+query string, gets a new one and its next ranged request counts again; a freed object's
+id() reused by another client within the window could hide one ranged request. Both are
+rare and cost at most one count.
+
+The dedup state is an ``OrderedDict`` in least-recently-seen order, bounded by size (the
+oldest pair is evicted) and trimmed by age from the flusher (:meth:`expire`), so it never
+outgrows ``max_clients`` entries.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from mirrorhub.domain import Outcome
+from mirrorhub.index import Index, IndexHolder
+from mirrorhub.web.redirect import ClientContext, Recorder, Scope
+
+DAY_SECONDS = 86_400
+_MIRROR = Outcome.MIRROR
+_ORIGIN = Outcome.ORIGIN
+
+Tally = dict[str, list[int]]  # key -> [downloads, bytes]
+
+
+@dataclass(slots=True)
+class DayCounts:
+    """One UTC day's counts, keyed by path, mirror name ("" = origin) and country ("" = unknown)."""
+
+    day: int  # days since 1970-01-01 (UTC)
+    files: Tally
+    mirrors: Tally
+    countries: Tally
+
+    def downloads(self) -> int:
+        return sum(c[0] for c in self.mirrors.values())  # every download has one mirror row
+
+
+class StatsCounter(Recorder):
+    """In-memory download counters; :meth:`swap` hands them to the flusher."""
+
+    def __init__(
+        self,
+        holder: IndexHolder,
+        *,
+        range_window: float = 600.0,
+        max_clients: int = 100_000,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._holder = holder
+        self._index = holder.current
+        self._previous = holder.current  # the index before a swap, for requests in flight
+        self._clock = clock
+        self._window = range_window
+        self._max_clients = max(1, max_clients)
+        # id(Client) ^ hash(path) -> last request time, least recently seen first
+        self._seen: OrderedDict[int, float] = OrderedDict()
+        self._day = -1
+        self._day_end = float("-inf")
+        # Today's counts. Files by index position (an int key: no tuple, no string to
+        # read) for the snapshot ``_by_pos_index``; converted to paths in ``_files`` when
+        # the snapshot changes, the day ends or the flusher takes them.
+        self._by_pos: dict[int, int] = {}
+        self._by_pos_index = holder.current
+        self._files: Tally = {}
+        self._mirrors: dict[str | None, list[int]] = {}
+        self._countries: dict[str | None, list[int]] = {}
+        self._finished: list[DayCounts] = []  # earlier days not swapped out yet
+        self.counted = 0  # downloads counted since start (for metrics and tests)
+        self.deduplicated = 0  # ranged requests not counted again
+        self.lost = 0  # requests whose index snapshot was gone before they were recorded
+        self.errors = 0  # unexpected exceptions swallowed
+
+    def record(
+        self,
+        outcome: Outcome,
+        mirror: str | None,
+        pos: int | None,
+        ctx: ClientContext | None,
+        scope: Scope,
+        started: float,
+    ) -> None:
+        if pos is None or ctx is None or (outcome is not _MIRROR and outcome is not _ORIGIN):
+            return
+        # One method, few helper calls, no string touched, one small allocation: at this
+        # request rate a Python call or a cache miss costs as much as the counting.
+        try:
+            if scope["method"] != "GET":
+                return
+            index = self._index
+            if index.version != ctx.version:
+                found = self._resolve(ctx.version)
+                if found is None:
+                    self.lost += 1
+                    return
+                index = found
+            now = self._clock()
+            client = ctx.client
+            seen = self._seen
+            # The Client object stands for the address (contexts keep it across index
+            # versions; hashing an IPv4Address would run Python code), the path's cached
+            # hash for the file (positions change with the index). One int, no tuple; two
+            # pairs share a key only by a 64-bit accident.
+            key = id(client) ^ hash(index.paths[pos])
+            last = seen.get(key)
+            if last is not None:
+                seen.move_to_end(key)
+                seen[key] = now
+                if now - last < self._window and _has_range(scope["headers"]):
+                    self.deduplicated += 1
+                    return
+            else:
+                if len(seen) >= self._max_clients:
+                    seen.popitem(last=False)
+                seen[key] = now
+            if now >= self._day_end:
+                self._roll(now)
+            if index is not self._by_pos_index:
+                if index is not self._index:  # a request from before the swap: rare
+                    self._count_old(index, pos, mirror, client.location.country)
+                    return
+                self._switch_index(index)
+            self.counted += 1
+            by_pos = self._by_pos
+            by_pos[pos] = by_pos.get(pos, 0) + 1
+            size = index.sizes[pos]
+            counts = self._mirrors.get(mirror)
+            if counts is None:
+                self._mirrors[mirror] = [1, size]
+            else:
+                counts[0] += 1
+                counts[1] += size
+            country = client.location.country
+            counts = self._countries.get(country)
+            if counts is None:
+                self._countries[country] = [1, size]
+            else:
+                counts[0] += 1
+                counts[1] += size
+        except Exception:  # statistics must never break an answer already sent
+            self.errors += 1
+
+    def _resolve(self, version: int) -> Index | None:
+        """The snapshot ``version`` belongs to: the current one, or the one it replaced."""
+        current = self._holder.current
+        if current is not self._index:
+            self._previous, self._index = self._index, current
+        if self._index.version == version:
+            return self._index
+        if self._previous.version == version:
+            return self._previous
+        return None
+
+    def _switch_index(self, index: Index) -> None:
+        """Positions change meaning with the snapshot: turn the old ones into paths."""
+        self._files_from_positions()
+        self._by_pos_index = index
+
+    def _count_old(self, index: Index, pos: int, mirror: str | None, country: str | None) -> None:
+        self.counted += 1
+        size = index.sizes[pos]
+        for tally, key in (
+            (self._files, index.paths[pos]),
+            (self._mirrors, mirror),
+            (self._countries, country),
+        ):
+            _add(tally, key, size)  # type: ignore[arg-type]
+
+    def _files_from_positions(self) -> None:
+        index = self._by_pos_index
+        paths, sizes, files = index.paths, index.sizes, self._files
+        for pos, n in self._by_pos.items():
+            _add(files, paths[pos], sizes[pos], n)
+        self._by_pos = {}
+
+    def _take_day(self) -> DayCounts | None:
+        self._files_from_positions()
+        if not self._mirrors:
+            return None
+        day = DayCounts(
+            self._day,
+            self._files,
+            {m or "": c for m, c in self._mirrors.items()},
+            {c or "": n for c, n in self._countries.items()},
+        )
+        self._files, self._mirrors, self._countries = {}, {}, {}
+        return day
+
+    def _roll(self, now: float) -> None:
+        day = int(now // DAY_SECONDS)
+        if day == self._day:  # the clock stepped back across midnight: keep counting
+            self._day_end = (day + 1) * DAY_SECONDS
+            return
+        finished = self._take_day()
+        if finished is not None:
+            self._finished.append(finished)
+        self._day = day
+        self._day_end = (day + 1) * DAY_SECONDS
+
+    def swap(self) -> list[DayCounts]:
+        """Take everything counted so far; counting goes on into fresh dicts."""
+        out = self._finished
+        self._finished = []
+        today = self._take_day()
+        if today is not None:
+            out.append(today)
+        return out
+
+    def expire(self, now: float | None = None) -> int:
+        """Forget (client, file) pairs older than the window; returns how many."""
+        now = self._clock() if now is None else now
+        seen = self._seen
+        dropped = 0
+        while seen:
+            key, last = next(iter(seen.items()))
+            if now - last < self._window:
+                break
+            del seen[key]
+            dropped += 1
+        return dropped
+
+    @property
+    def remembered(self) -> int:
+        return len(self._seen)
+
+
+def _add(tally: Tally, key: str, size: int, n: int = 1) -> None:
+    counts = tally.get(key)
+    if counts is None:
+        tally[key] = [n, n * size]
+    else:
+        counts[0] += n
+        counts[1] += n * size
+
+
+def _has_range(headers: Sequence[tuple[bytes, bytes]]) -> bool:
+    # A plain loop: any() over a generator costs twice as much on the hot path.
+    for name, _ in headers:  # noqa: SIM110
+        if name == b"range":
+            return True
+    return False

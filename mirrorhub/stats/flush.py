@@ -1,0 +1,264 @@
+"""Flush the in-memory counters to the daily tables, in batches, surviving database outages.
+
+Every ``stats_flush_seconds`` the flusher swaps the counters out (:meth:`StatsCounter.swap`),
+merges them into its pending batch and writes the batch in **one transaction** of
+``INSERT ... ON CONFLICT (day, key) DO UPDATE SET downloads = t.downloads +
+excluded.downloads, bytes = t.bytes + excluded.bytes``. The addition happens inside the
+database, row by row under its lock, so any number of dispatchers flushing at the same time
+add up exactly (PostgreSQL and SQLite alike). Rows are written in a fixed order (table, day,
+key) so two concurrent flushes lock rows in the same order and cannot deadlock each other.
+
+When the write fails the batch stays pending and is retried at the next flush, together with
+what was counted meanwhile. The pending batch is bounded (``stats_buffer_rows``): counts for
+rows already pending are still added (no growth), new rows beyond the bound are dropped and
+their downloads counted in :attr:`StatsFlusher.dropped` and logged. On shutdown the rest is
+flushed once more (with a time limit).
+
+A write whose commit reached the database but whose reply was lost is retried and counted
+twice; that needs the connection to break in the instant between the two and is accepted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import date, timedelta
+
+from sqlalchemy import Table
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from mirrorhub.db.models import StatsCountryDailyRow, StatsFileDailyRow, StatsMirrorDailyRow
+from mirrorhub.stats.counter import DayCounts, StatsCounter, Tally
+
+log = logging.getLogger(__name__)
+
+EPOCH = date(1970, 1, 1)
+FLUSH_TIMEOUT = 30.0  # seconds for one flush; a hung connection must not stall the loop
+SHUTDOWN_TIMEOUT = 10.0
+KINDS = ("file", "mirror", "country")  # also the write order
+_TABLES: dict[str, tuple[Table, str, int]] = {
+    # kind: (table, key column, key column length)
+    "file": (StatsFileDailyRow.__table__, "path", 1024),  # type: ignore[dict-item]
+    "mirror": (StatsMirrorDailyRow.__table__, "mirror", 64),  # type: ignore[dict-item]
+    "country": (StatsCountryDailyRow.__table__, "country", 2),  # type: ignore[dict-item]
+}
+
+Batch = dict[tuple[str, int], Tally]  # (kind, day number) -> {key: [downloads, bytes]}
+
+
+# --- pure parts ---------------------------------------------------------------------------
+
+
+def batch_rows(batch: Batch) -> int:
+    return sum(len(t) for t in batch.values())
+
+
+def batch_downloads(batch: Batch) -> int:
+    """Downloads in a batch, counted on the mirror rows (every download has exactly one)."""
+    return sum(n for (kind, _), t in batch.items() if kind == "mirror" for n, _ in t.values())
+
+
+def merge(into: Batch, days: Iterable[DayCounts], limit: int) -> int:
+    """Add ``days`` into ``into``, which never grows beyond ``limit`` rows.
+
+    A day's dict is adopted as it is when ``into`` has none for it (the usual case: no
+    copy). Rows already pending still add up when full; new ones are dropped. Returns the
+    downloads dropped (counted on the mirror rows, where every download has one).
+    """
+    parts: list[tuple[tuple[str, int], Tally]] = []
+    for counts in days:
+        parts += [
+            (("file", counts.day), counts.files),
+            (("mirror", counts.day), counts.mirrors),
+            (("country", counts.day), counts.countries),
+        ]
+    return _merge_parts(into, parts, limit)
+
+
+def merge_batches(into: Batch, other: Batch, limit: int) -> int:
+    """Like :func:`merge` for a batch that came back from a failed write."""
+    return _merge_parts(into, list(other.items()), limit)
+
+
+def _merge_parts(into: Batch, parts: list[tuple[tuple[str, int], Tally]], limit: int) -> int:
+    size = batch_rows(into)
+    dropped = 0
+    for key, tally in parts:
+        if not tally:
+            continue
+        target = into.get(key)
+        if target is None and size + len(tally) <= limit:
+            into[key] = tally
+            size += len(tally)
+            continue
+        if target is None:
+            target = {}
+            if size < limit:
+                into[key] = target
+        for name, (downloads, nbytes) in tally.items():
+            have = target.get(name)
+            if have is not None:
+                have[0] += downloads
+                have[1] += nbytes
+            elif size < limit:
+                target[name] = [downloads, nbytes]
+                size += 1
+            elif key[0] == "mirror":
+                dropped += downloads
+    return dropped
+
+
+def rows_by_kind(
+    batch: Batch, day_value: Callable[[int], object] = lambda d: d
+) -> dict[str, list[tuple[object, str, int, int]]]:
+    """Parameter rows per table, sorted by (day, key): one lock order for every flusher.
+
+    ``day_value`` turns a day number into what the driver takes. Keys longer than their
+    column (cannot happen with paths from the index, whose column has the same length) are
+    left out rather than failing the whole transaction.
+    """
+    out: dict[str, list[tuple[object, str, int, int]]] = {kind: [] for kind in KINDS}
+    for kind, day in sorted(batch):
+        rows = out[kind]
+        value = day_value(day)
+        limit = _TABLES[kind][2]
+        for name, (downloads, nbytes) in sorted(batch[(kind, day)].items()):
+            if len(name) > limit:
+                log.warning("statistics: %s key too long, skipped: %.80r", kind, name)
+                continue
+            rows.append((value, name, downloads, nbytes))
+    return out
+
+
+def upsert_sql(kind: str, postgres: bool) -> str:
+    """The atomic add, in the driver's own parameter style (executemany, no ORM work)."""
+    table, column, _ = _TABLES[kind]
+    name = table.name
+    values = "($1, $2, $3, $4)" if postgres else "(?, ?, ?, ?)"
+    return (
+        f"INSERT INTO {name} (day, {column}, downloads, bytes) VALUES {values}"  # noqa: S608
+        f" ON CONFLICT (day, {column}) DO UPDATE SET"
+        f" downloads = {name}.downloads + excluded.downloads,"
+        f" bytes = {name}.bytes + excluded.bytes"
+    )
+
+
+def day_to_date(day: int) -> date:
+    return EPOCH + timedelta(days=day)
+
+
+def date_to_day(value: date) -> int:
+    return (value - EPOCH).days
+
+
+# --- I/O ----------------------------------------------------------------------------------
+
+
+async def write_batch(sessions: async_sessionmaker[AsyncSession], batch: Batch) -> None:
+    """Add ``batch`` to the daily tables in one transaction (atomic upserts).
+
+    Plain driver-level executemany: SQLAlchemy's per-row parameter processing cost more
+    than the database's work for the thousands of rows a busy flush carries.
+    """
+    async with sessions() as session, session.begin():
+        conn = await session.connection()
+        postgres = conn.dialect.name == "postgresql"
+        # asyncpg takes dates; SQLAlchemy stores SQLite dates as ISO text.
+        rows = rows_by_kind(batch, day_to_date if postgres else _iso_day)
+        for kind in KINDS:
+            if rows[kind]:
+                await conn.exec_driver_sql(upsert_sql(kind, postgres), rows[kind])
+
+
+def _iso_day(day: int) -> str:
+    return day_to_date(day).isoformat()
+
+
+@dataclass
+class StatsFlusher:
+    """Moves counts from a :class:`StatsCounter` to the database; see the module docstring."""
+
+    counter: StatsCounter
+    sessions: async_sessionmaker[AsyncSession]
+    interval: float = 5.0
+    buffer_rows: int = 200_000
+    clock: Callable[[], float] = time.time
+    pending: Batch = field(default_factory=dict)
+    dropped: int = 0  # downloads lost to the buffer bound
+    flushed: int = 0  # downloads written since start
+    failures: int = 0  # consecutive failed flushes
+    last_success: float | None = None  # clock time of the last good flush
+    last_error: str | None = None
+    _lock: asyncio.Lock = field(default_factory=asyncio.Lock, init=False, repr=False)
+
+    @property
+    def pending_downloads(self) -> int:
+        return batch_downloads(self.pending)
+
+    @property
+    def pending_rows(self) -> int:
+        return batch_rows(self.pending)
+
+    async def flush(self, time_limit: float = FLUSH_TIMEOUT) -> bool:
+        """One flush; True when nothing is pending afterwards. Never raises (but cancels)."""
+        async with self._lock:
+            dropped = merge(self.pending, self.counter.swap(), self.buffer_rows)
+            if dropped:
+                self.dropped += dropped
+                log.error(
+                    "statistics: buffer full (%d rows), %d downloads dropped (%d so far)",
+                    self.buffer_rows,
+                    dropped,
+                    self.dropped,
+                )
+            if not self.pending:
+                self._succeeded()
+                return True
+            batch, self.pending = self.pending, {}
+            try:
+                async with asyncio.timeout(time_limit):
+                    await write_batch(self.sessions, batch)
+            except BaseException as exc:
+                # Keep the counts, older ones first, then whatever arrived meanwhile.
+                newer, self.pending = self.pending, batch
+                self.dropped += merge_batches(self.pending, newer, self.buffer_rows)
+                if not isinstance(exc, Exception):
+                    raise  # cancelled: the counts are back in `pending` for the last flush
+                self.failures += 1
+                self.last_error = f"{type(exc).__name__}: {exc}"[:500]
+                log.warning(
+                    "statistics: flush failed (%d in a row), %d rows pending: %s",
+                    self.failures,
+                    self.pending_rows,
+                    self.last_error,
+                )
+                return False
+            self.flushed += batch_downloads(batch)
+            self._succeeded()
+            return True
+
+    def _succeeded(self) -> None:
+        if self.failures:
+            log.info("statistics: flushed again after %d failed attempts", self.failures)
+        self.failures = 0
+        self.last_error = None
+        self.last_success = self.clock()
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Flush every ``interval`` until ``stop`` is set, then flush what is left."""
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), self.interval)
+            if stop.is_set():
+                break
+            await self.flush()
+            self.counter.expire()
+        if not await self.flush(SHUTDOWN_TIMEOUT):
+            log.error(
+                "statistics: %d downloads could not be written at shutdown",
+                self.pending_downloads,
+            )

@@ -1,0 +1,217 @@
+"""The hot-path counter: what counts, range dedup, its bounds, day roll-over, index swaps."""
+
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+import random
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from mirrorhub.domain import Health, Mirror, MirrorState, Outcome
+from mirrorhub.geo import GeoLocator
+from mirrorhub.index import IndexConfig, IndexHolder, IndexSource, build_index
+from mirrorhub.selection import Band
+from mirrorhub.settings import Settings
+from mirrorhub.stats.counter import DAY_SECONDS, StatsCounter
+from mirrorhub.web.origin import OriginServer
+from mirrorhub.web.redirect import Dispatcher
+from mirrorhub.web.views import Views
+from tests.geo_helpers import build_asn, build_city
+
+UP = MirrorState(Health.UP, last_good_scan=1000.0)
+MIRRORS = [
+    Mirror(1, "de1", "http://de1.example/pub/", None, country="DE", continent="EU",
+           latitude=52.5, longitude=13.4),
+]  # fmt: skip
+FILES = [
+    (1, "pub/x.iso", 10_000, 1, None, 10.0),
+    (2, "pub/y.iso", 20_000, 1, None, 10.0),
+    (3, "small.txt", 5, 1, None, 10.0),
+]
+T0 = 1_750_000_000.0  # 2025-06-15 15:06:40 UTC
+
+
+class Clock:
+    def __init__(self, now: float = T0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def make(tmp_path: Path, clock: Clock, **kw: Any) -> tuple[Dispatcher, StatsCounter]:
+    origin = tmp_path / "origin"
+    origin.mkdir(exist_ok=True)
+    (origin / "small.txt").write_bytes(b"tiny\n")
+    settings = dataclasses.replace(
+        Settings(), origin_dir=origin, min_redirect_size=100,
+        trusted_proxies=(ipaddress.ip_network("127.0.0.1/32"),),
+    )  # fmt: skip
+    config = IndexConfig(Band(1.5, 500), 4, 100, settings.origin_only_patterns)
+    holder = IndexHolder(build_index(IndexSource(1, [(m, UP) for m in MIRRORS], FILES, []), config))
+    geo = GeoLocator(build_city(tmp_path / "city.mmdb"), build_asn(tmp_path / "asn.mmdb"))
+    counter = StatsCounter(holder, clock=clock, **kw)
+    app = Dispatcher(
+        settings, holder, geo, _Inner(), OriginServer(settings), random.Random(1), Views(),
+        clock, recorder=counter,
+    )  # fmt: skip
+    return app, counter
+
+
+class _Inner:
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        raise AssertionError("no /-/ requests here")
+
+
+def client(app: Dispatcher) -> httpx.AsyncClient:
+    transport = httpx.ASGITransport(app=app, client=("127.0.0.1", 1234))
+    return httpx.AsyncClient(transport=transport, base_url="http://dl.example")
+
+
+def totals(counter: StatsCounter) -> dict[str, dict[str, list[int]]]:
+    out: dict[str, dict[str, list[int]]] = {"files": {}, "mirrors": {}, "countries": {}}
+    for day in counter.swap():
+        for name in out:
+            for key, (n, b) in getattr(day, name).items():
+                have = out[name].setdefault(key, [0, 0])
+                have[0] += n
+                have[1] += b
+    return out
+
+
+BERLIN = {"x-forwarded-for": "192.0.2.10"}  # DE in tests.geo_helpers
+
+
+async def test_a_download_is_counted_per_file_mirror_and_country(tmp_path: Path) -> None:
+    app, counter = make(tmp_path, Clock())
+    async with client(app) as c:
+        assert (await c.get("/pub/x.iso", headers=BERLIN)).status_code == 302
+        assert (await c.get("/pub/y.iso", headers=BERLIN)).status_code == 302
+        assert (await c.get("/small.txt", headers=BERLIN)).status_code == 200  # origin
+    t = totals(counter)
+    assert t["files"] == {"pub/x.iso": [1, 10_000], "pub/y.iso": [1, 20_000], "small.txt": [1, 5]}
+    assert t["mirrors"] == {"de1": [2, 30_000], "": [1, 5]}
+    assert t["countries"] == {"DE": [3, 30_005]}
+
+
+async def test_head_views_errors_and_unknown_paths_are_not_counted(tmp_path: Path) -> None:
+    app, counter = make(tmp_path, Clock())
+    async with client(app) as c:
+        assert (await c.head("/pub/x.iso", headers=BERLIN)).status_code == 302
+        assert (await c.get("/pub/x.iso?json", headers=BERLIN)).status_code == 200
+        assert (await c.get("/pub/missing.iso", headers=BERLIN)).status_code == 404
+        assert (await c.get("/pub//x.iso", headers=BERLIN)).status_code == 400
+        assert (await c.post("/pub/x.iso", headers=BERLIN)).status_code == 405
+    assert counter.swap() == []
+    assert counter.counted == 0
+
+
+async def test_a_burst_of_ranged_requests_counts_once(tmp_path: Path) -> None:
+    clock = Clock()
+    app, counter = make(tmp_path, clock, range_window=600.0)
+    async with client(app) as c:
+        # A download manager: a first GET, then segments in parallel, then a resume later.
+        await c.get("/pub/x.iso", headers=BERLIN)
+        for start in range(0, 10_000, 1000):
+            clock.now += 1
+            await c.get("/pub/x.iso", headers={**BERLIN, "range": f"bytes={start}-"})
+        clock.now += 500  # within the window of the last segment: the window slides
+        await c.get("/pub/x.iso", headers={**BERLIN, "range": "bytes=9000-"})
+        # Another client, and the same client for another file, count on their own.
+        await c.get("/pub/x.iso", headers={"x-forwarded-for": "198.51.100.10", "range": "bytes=0-"})
+        await c.get("/pub/y.iso", headers={**BERLIN, "range": "bytes=0-"})
+    t = totals(counter)
+    assert t["files"] == {"pub/x.iso": [2, 20_000], "pub/y.iso": [1, 20_000]}
+    assert counter.deduplicated == 11
+
+
+async def test_ranges_count_again_after_the_window_and_plain_gets_always(tmp_path: Path) -> None:
+    clock = Clock()
+    app, counter = make(tmp_path, clock, range_window=600.0)
+    async with client(app) as c:
+        await c.get("/pub/x.iso", headers={**BERLIN, "range": "bytes=0-"})
+        await c.get("/pub/x.iso", headers=BERLIN)  # a plain GET is a new full download
+        clock.now += 601
+        await c.get("/pub/x.iso", headers={**BERLIN, "range": "bytes=0-"})
+    assert totals(counter)["files"] == {"pub/x.iso": [3, 30_000]}
+
+
+async def test_zero_window_counts_every_request(tmp_path: Path) -> None:
+    app, counter = make(tmp_path, Clock(), range_window=0.0)
+    async with client(app) as c:
+        for _ in range(3):
+            await c.get("/pub/x.iso", headers={**BERLIN, "range": "bytes=0-"})
+    assert totals(counter)["files"] == {"pub/x.iso": [3, 30_000]}
+
+
+async def test_dedup_state_stays_bounded(tmp_path: Path) -> None:
+    clock = Clock()
+    app, counter = make(tmp_path, clock, max_clients=50, range_window=600.0)
+    async with client(app) as c:
+        for i in range(200):
+            await c.get("/pub/x.iso", headers={"x-forwarded-for": f"10.0.{i // 250}.{i % 250}"})
+    assert counter.remembered == 50
+    clock.now += 599
+    assert counter.expire() == 0
+    clock.now += 2
+    assert counter.expire() == 50 and counter.remembered == 0
+
+
+async def test_days_roll_over_at_utc_midnight(tmp_path: Path) -> None:
+    clock = Clock(T0 // DAY_SECONDS * DAY_SECONDS + DAY_SECONDS - 1)  # 23:59:59
+    app, counter = make(tmp_path, clock)
+    async with client(app) as c:
+        await c.get("/pub/x.iso", headers=BERLIN)
+        clock.now += 2
+        await c.get("/pub/y.iso", headers=BERLIN)
+        await c.get("/pub/y.iso", headers=BERLIN)
+    days = counter.swap()
+    first = int(T0 // DAY_SECONDS)
+    assert [(d.day, d.files) for d in days] == [
+        (first, {"pub/x.iso": [1, 10_000]}),
+        (first + 1, {"pub/y.iso": [2, 40_000]}),
+    ]
+    assert counter.swap() == []
+
+
+async def test_requests_in_flight_during_an_index_swap_use_their_own_snapshot(
+    tmp_path: Path,
+) -> None:
+    app, counter = make(tmp_path, Clock())
+    async with client(app) as c:
+        await c.get("/pub/x.iso", headers=BERLIN)
+    old = app.holder.current
+    config = old.config
+    # The new snapshot puts other files at the old positions.
+    files = [(9, "pub/new.iso", 7_000, 1, None, 10.0), *FILES]
+    app.holder.current = build_index(IndexSource(2, [(m, UP) for m in MIRRORS], files, []), config)
+    ctx_old = app.context({"client": ("127.0.0.1", 1), "headers": [], "scheme": "http"}, old)[0]
+    ctx_new = app.context(
+        {"client": ("127.0.0.1", 1), "headers": [], "scheme": "http"}, app.holder.current
+    )[0]
+    scope = {"method": "GET", "headers": []}
+    counter.record(Outcome.MIRROR, "de1", 0, ctx_new, scope, 0.0)
+    counter.record(Outcome.MIRROR, "de1", 0, ctx_old, scope, 0.0)  # finished after the swap
+    assert totals(counter)["files"] == {"pub/x.iso": [2, 20_000], "pub/new.iso": [1, 7_000]}
+    assert counter.lost == 0
+
+
+class _Holder:
+    current = None
+
+
+def test_record_never_raises() -> None:
+    counter = StatsCounter(_Holder())  # type: ignore[arg-type]
+    counter.record(Outcome.MIRROR, "m", 0, object(), {}, 0.0)  # type: ignore[arg-type]
+    assert counter.errors == 1
+
+
+@pytest.mark.parametrize("outcome", [Outcome.NOT_FOUND, Outcome.BAD_REQUEST])
+def test_only_answers_with_a_file_count(outcome: Outcome) -> None:
+    counter = StatsCounter(_Holder())  # type: ignore[arg-type]
+    counter.record(outcome, None, None, None, {"method": "GET"}, 0.0)
+    assert counter.errors == 0 and counter.counted == 0
