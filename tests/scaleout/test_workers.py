@@ -107,7 +107,9 @@ def test_two_workers_share_scans_and_survive_a_kill(pg_url: str, tmp_path: Path)
         job_lease_seconds=str(LEASE),
         heartbeat_seconds="1",
         probe_interval="1",
-        probe_timeout_seconds="2",
+        # Longer than the slow listing: a never-scanned mirror is probed at its base URL, and
+        # a mirror the probes call down is not scanned (its scan would only time out).
+        probe_timeout_seconds=str(SLOW_LISTING + 3),
     )
     cli({**env, "MIRRORHUB_ORIGIN_DIR": str(origin)}, "scan-origin")
 
