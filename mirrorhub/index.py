@@ -11,16 +11,14 @@ import asyncio
 import base64
 import contextlib
 import dataclasses
-import fnmatch
 import gc
 import ipaddress
 import itertools
 import logging
 import random
-import re
 import time
 from array import array
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -37,7 +35,7 @@ from mirrorhub.domain import (
     OriginReason,
 )
 from mirrorhub.load import LoadView
-from mirrorhub.paths import parent_dirs, quote_path
+from mirrorhub.paths import glob_regex, parent_dirs, quote_path
 from mirrorhub.selection import (
     KIND_MISSING,
     KIND_OUTDATED,
@@ -57,6 +55,7 @@ from mirrorhub.selection import (
 # (file id, path, size, mtime, sha256 hex or None, changed_at)
 FileTuple = tuple[int, str, int, int, str | None, float]
 PROFILE_CACHE_SIZE = 16384
+_ORIGIN_REASONS = (None, OriginReason.TOO_SMALL, OriginReason.ORIGIN_ONLY)
 RENDER_CACHE_SIZE = 65536
 BAND_CACHE_SIZE = 262144
 _MISS: Any = object()
@@ -85,11 +84,6 @@ class IndexConfig:
     # (path prefix, seconds), longest prefix first: how long after an origin change a mirror
     # with the previous version may still serve when no mirror has the new one yet.
     allow_outdated: tuple[tuple[str, float], ...] = ()
-
-
-def _glob_regex(patterns: Iterable[str]) -> re.Pattern[str] | None:
-    parts = [fnmatch.translate(p) for p in patterns]
-    return re.compile("|".join(parts)) if parts else None
 
 
 class NetworkTable:
@@ -134,7 +128,7 @@ class Index:
         )
         position_of_mirror = {slot.mirror.id: slot.idx for slot in self.slots}
         self.networks = NetworkTable(self.slots)
-        self._origin_only = _glob_regex(config.origin_only_patterns)
+        self._origin_only = glob_regex(config.origin_only_patterns)
 
         n = len(source.files)
         self.paths: list[str] = [""] * n
@@ -143,6 +137,10 @@ class Index:
         self.changed = array("d", bytes(8 * n))
         self.sha256 = bytearray(32 * n)
         self.has_sha = bytearray(n)
+        # Why each file always comes from the origin (index into _ORIGIN_REASONS; 0 = it
+        # may be redirected): decided once here instead of on every request.
+        self.origin_flags = bytearray(n)
+        min_size = config.min_redirect_size
         self.positions: dict[str, int] = {}
         position_of_file: dict[int, int] = {}
         dirs: set[str] = set()
@@ -154,6 +152,12 @@ class Index:
             if sha:
                 self.sha256[32 * pos : 32 * pos + 32] = bytes.fromhex(sha)
                 self.has_sha[pos] = 1
+            if size < min_size:
+                self.origin_flags[pos] = 1
+            elif self._origin_only is not None and self._origin_only.match(
+                path[path.rfind("/") + 1 :]
+            ):
+                self.origin_flags[pos] = 2
             self.positions[path] = pos
             position_of_file[fid] = pos
             slash = path.rfind("/")
@@ -292,13 +296,7 @@ class Index:
 
     def origin_reason(self, pos: int) -> OriginReason | None:
         """Why this file is always served from the origin, or None."""
-        if self.sizes[pos] < self.config.min_redirect_size:
-            return OriginReason.TOO_SMALL
-        if self._origin_only is not None:
-            path = self.paths[pos]
-            if self._origin_only.match(path[path.rfind("/") + 1 :]):
-                return OriginReason.ORIGIN_ONLY
-        return None
+        return _ORIGIN_REASONS[self.origin_flags[pos]]
 
     def tolerance(self, path: str) -> float:
         """Seconds an outdated copy may still serve ``path`` (longest allow_outdated prefix)."""

@@ -7,7 +7,9 @@ before the index is consulted.
 
 from __future__ import annotations
 
+import fnmatch
 import re
+from collections.abc import Iterable
 from urllib.parse import quote
 
 from mirrorhub.errors import InvalidPath
@@ -58,3 +60,10 @@ def parent_dirs(path: str) -> list[str]:
     """The directories that contain ``path``, as published paths ending in "/"."""
     parts = path.split("/")[:-1]
     return ["/".join(parts[: i + 1]) + "/" for i in range(len(parts))]
+
+
+def glob_regex(patterns: Iterable[str]) -> re.Pattern[str] | None:
+    """One compiled regex for shell patterns matched against a file *name* (no directory);
+    None when there are no patterns. Used for MIRRORHUB_ORIGIN_ONLY_PATTERNS."""
+    parts = [fnmatch.translate(p) for p in patterns]
+    return re.compile("|".join(parts)) if parts else None

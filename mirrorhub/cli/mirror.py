@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import sys
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
+from mirrorhub.cli.common import run_with_database
 from mirrorhub.db.repositories import MirrorRecord, record_json
 from mirrorhub.errors import ValidationError
 from mirrorhub.settings import Settings
@@ -137,19 +137,8 @@ def _fields(args: argparse.Namespace) -> dict[str, str | None]:
 def _run(settings: Settings, use: Callable[[Any], Awaitable[T]]) -> T:
     """Run ``use(sessions)`` against the configured database, checked and disposed."""
 
-    async def main() -> T:
-        from mirrorhub.db.session import create_engine, session_factory
-        from mirrorhub.services import check_database
-
-        engine = create_engine(settings.database_url)
-        try:
-            await check_database(engine)
-            return await use(session_factory(engine))
-        finally:
-            await engine.dispose()
-
     try:
-        return asyncio.run(main())
+        return run_with_database(settings, use)
     except ValidationError as exc:
         # Name the option the user typed, not the field behind it.
         raise ValidationError({_FLAG_OF.get(k, k): v for k, v in exc.fields.items()}) from None

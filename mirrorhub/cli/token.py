@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import sys
-from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
+from mirrorhub.cli.common import run_with_database
 from mirrorhub.settings import Settings
 
 T = TypeVar("T")
@@ -43,19 +42,7 @@ def register(sub: Any) -> None:
     rm.set_defaults(handler=_revoke)
 
 
-def _run(settings: Settings, use: Callable[[Any], Awaitable[T]]) -> T:
-    async def main() -> T:
-        from mirrorhub.db.session import create_engine, session_factory
-        from mirrorhub.services import check_database
-
-        engine = create_engine(settings.database_url)
-        try:
-            await check_database(engine)
-            return await use(session_factory(engine))
-        finally:
-            await engine.dispose()
-
-    return asyncio.run(main())
+_run = run_with_database
 
 
 def _iso(value: Any) -> str | None:

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import getpass
 import json
 import sys
-from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
+from mirrorhub.cli.common import run_with_database
 from mirrorhub.errors import MirrorhubError
 from mirrorhub.settings import Settings
 
@@ -85,19 +84,7 @@ def _read_password(args: argparse.Namespace) -> str:
     return first
 
 
-def _run(settings: Settings, use: Callable[[Any], Awaitable[T]]) -> T:
-    async def main() -> T:
-        from mirrorhub.db.session import create_engine, session_factory
-        from mirrorhub.services import check_database
-
-        engine = create_engine(settings.database_url)
-        try:
-            await check_database(engine)
-            return await use(session_factory(engine))
-        finally:
-            await engine.dispose()
-
-    return asyncio.run(main())
+_run = run_with_database
 
 
 def _add(args: argparse.Namespace, settings: Settings) -> int:

@@ -10,8 +10,6 @@ per round, ``recheck_concurrency`` requests per mirror at once.
 from __future__ import annotations
 
 import asyncio
-import fnmatch
-import re
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -28,7 +26,7 @@ from mirrorhub.db.models import (
     OriginFileRow,
 )
 from mirrorhub.db.repositories import bump_version
-from mirrorhub.paths import quote_path
+from mirrorhub.paths import glob_regex, quote_path
 from mirrorhub.settings import Settings
 from mirrorhub.workers.netpolicy import GuardedTransport, NetPolicyError
 
@@ -61,11 +59,6 @@ def matches_origin(file: StaleFile, headers: httpx.Headers) -> bool:
     except (TypeError, ValueError, IndexError, OverflowError):
         return False
     return int(length) == file.size and stamp == file.mtime
-
-
-def _origin_only(settings: Settings) -> re.Pattern[str] | None:
-    parts = [fnmatch.translate(p) for p in settings.origin_only_patterns]
-    return re.compile("|".join(parts)) if parts else None
 
 
 async def stale_files(
@@ -107,7 +100,7 @@ async def recheck_all(
             )
         ).all()
         work: list[tuple[int, str, list[StaleFile]]] = []
-        skip = _origin_only(settings)
+        skip = glob_regex(settings.origin_only_patterns)
         for mirror, last_scan in mirrors:
             base = mirror.http_url or mirror.https_url
             if base is None or last_scan is None:
