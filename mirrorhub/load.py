@@ -17,6 +17,7 @@ import math
 import random
 import time
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 
 SOFT = 0.9  # utilisation at which a mirror starts to be held back
 HARD = 0.98  # no new traffic from here: leaves room for the window estimate's step error
@@ -206,3 +207,77 @@ def _draw(weights: Sequence[float], point: float) -> int:
         if point < acc:
             return i
     return len(weights) - 1
+
+
+# --- for display: the mirror list, the status page, the JSON views and the API -------------
+
+
+@dataclass(frozen=True, slots=True)
+class MirrorLoad:
+    """One mirror's estimated load against its capacity, as the pages and JSON show it.
+
+    ``mbps`` is the fleet-wide sliding-window estimate of what the dispatchers sent the
+    mirror (not a measurement at the mirror); ``factor`` is the weight multiplier selection
+    currently applies (1 = not held back).
+    """
+
+    mbps: float
+    capacity: int
+    factor: float = 1.0
+
+    @property
+    def utilisation(self) -> float:
+        """Estimated load / capacity (0 without a capacity); may pass 1 in a burst."""
+        return self.mbps / self.capacity if self.capacity > 0 else 0.0
+
+    @property
+    def held_back(self) -> bool:
+        return self.factor < 1.0
+
+    @property
+    def percent(self) -> str:
+        """``41 %``; ``<1 %`` for a load that is not zero but rounds to it."""
+        p = self.utilisation * 100
+        return "<1 %" if 0 < p < 0.5 else f"{p:,.0f} %"
+
+    @property
+    def text(self) -> str:
+        """``412 / 1,000 Mbit/s (41 %)``."""
+        return f"{format_mbps(self.mbps)} / {self.capacity:,} Mbit/s ({self.percent})"
+
+    @property
+    def held_back_text(self) -> str:
+        """Why and how much the mirror is held back; empty when it is not."""
+        if not self.held_back:
+            return ""
+        if self.factor <= 0:
+            return "at capacity: gets no new downloads until its load drops"
+        share = min(99, max(1, round(self.factor * 100)))  # never "100 %" while held back
+        return f"near capacity: gets {share} % of its usual share of new downloads"
+
+    def to_json(self) -> dict[str, float | int | bool]:
+        return {
+            "mbps": round(float(self.mbps), 1),
+            "capacity_mbps": self.capacity,
+            "utilisation": round(float(self.utilisation), 4),
+            "factor": round(float(self.factor), 4),
+            "held_back": self.held_back,
+        }
+
+
+def format_mbps(mbps: float) -> str:
+    """``0``, ``<0.1``, ``7.5``, ``412``, ``1,250``: a decimal only where it says something."""
+    if mbps <= 0:
+        return "0"
+    if mbps < 0.05:
+        return "<0.1"
+    if mbps < 9.95:
+        return f"{mbps:.1f}"
+    return f"{mbps:,.0f}"
+
+
+def mirror_load(view: LoadView | None, name: str, capacity: int) -> MirrorLoad:
+    """The load to show for one mirror; 0 / capacity when there is no estimate (yet)."""
+    if view is None:
+        return MirrorLoad(0.0, capacity)
+    return MirrorLoad(max(0.0, view.mbps.get(name, 0.0)), capacity, view.factor(name))

@@ -3,11 +3,16 @@
 Each view is a pure function of the Decision (and the file's digest) that returns a body;
 :class:`Views` only writes it out. These answers bypass the /-/ app and its middleware, so
 the security headers are added here.
+
+The mirror list and the JSON also show each mirror's estimated load against its capacity
+(:func:`mirrorhub.load.mirror_load`). :attr:`Views.load` returns the dispatcher's current
+:class:`~mirrorhub.load.LoadView`; it is read once per rendered view, never on the 302 path.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
@@ -15,7 +20,8 @@ from urllib.parse import quote
 import jinja2
 
 from mirrorhub import metalink
-from mirrorhub.domain import Candidate, Decision
+from mirrorhub.domain import Candidate, Decision, Mirror
+from mirrorhub.load import LoadView, MirrorLoad, mirror_load
 from mirrorhub.paths import quote_path
 from mirrorhub.settings import Settings
 from mirrorhub.web.redirect import Scope, Send, ViewHandler
@@ -30,7 +36,11 @@ _PAGE_HEADERS = [
 ]
 
 
-def candidate_json(c: Candidate) -> dict[str, Any]:
+def load_of(mirror: Mirror, load: LoadView | None) -> MirrorLoad:
+    return mirror_load(load, mirror.name, mirror.capacity)
+
+
+def candidate_json(c: Candidate, load: LoadView | None = None) -> dict[str, Any]:
     return {
         "mirror": c.mirror.name,
         "url": c.url,
@@ -39,10 +49,15 @@ def candidate_json(c: Candidate) -> dict[str, Any]:
         "distance_km": None if c.distance_km is None else round(c.distance_km, 1),
         "share": round(c.share, 4),
         "capacity_mbps": c.mirror.capacity,
+        "load": load_of(c.mirror, load).to_json(),
     }
 
 
-def decision_json(decision: Decision, digest: bytes | None) -> dict[str, Any]:
+def decision_json(
+    decision: Decision, digest: bytes | None, load: LoadView | None = None
+) -> dict[str, Any]:
+    """The ``?json`` document (and the API's decision); ``load`` adds the load figures
+    (without it every mirror shows 0 / its capacity)."""
     f = decision.file
     loc = decision.client.location
     return {
@@ -71,10 +86,15 @@ def decision_json(decision: Decision, digest: bytes | None) -> dict[str, Any]:
             "country": decision.options.country,
             "avoid": sorted(decision.options.avoid),
         },
-        "chosen": candidate_json(decision.chosen) if decision.chosen else None,
-        "ranked": [candidate_json(c) for c in decision.ranked],
+        "chosen": candidate_json(decision.chosen, load) if decision.chosen else None,
+        "ranked": [candidate_json(c, load) for c in decision.ranked],
         "excluded": [
-            {"mirror": e.mirror.name, "country": e.mirror.country, "reason": e.reason.value}
+            {
+                "mirror": e.mirror.name,
+                "country": e.mirror.country,
+                "reason": e.reason.value,
+                "load": load_of(e.mirror, load).to_json(),
+            }
             for e in decision.excluded
         ],
     }
@@ -123,7 +143,12 @@ def metalink_document(decision: Decision, digest: bytes | None, urls: Urls) -> b
         return None
 
 
-def mirrorlist_context(decision: Decision, digest: bytes | None) -> dict[str, Any]:
+def mirrorlist_context(
+    decision: Decision,
+    digest: bytes | None,
+    load: LoadView | None = None,
+    load_window: float = 60.0,
+) -> dict[str, Any]:
     """What templates/mirrorlist.html shows; raw values, the template escapes them."""
     f = decision.file
     assert f is not None
@@ -149,13 +174,20 @@ def mirrorlist_context(decision: Decision, digest: bytes | None) -> dict[str, An
                 # Only http(s) links: a href must never become a javascript: URL.
                 "url": c.url if c.url.startswith(("http://", "https://")) else None,
                 "outdated": c.maybe_outdated,
+                "load": load_of(c.mirror, load),
             }
             for c in decision.ranked
         ],
         "excluded": [
-            {"name": e.mirror.name, "country": e.mirror.country, "reason": e.reason.value}
+            {
+                "name": e.mirror.name,
+                "country": e.mirror.country,
+                "reason": e.reason.value,
+                "load": load_of(e.mirror, load),
+            }
             for e in decision.excluded
         ],
+        "load_window": load_window,
         "links": {
             "meta4": href + ".meta4",
             "sha256": href + ".sha256",
@@ -164,12 +196,24 @@ def mirrorlist_context(decision: Decision, digest: bytes | None) -> dict[str, An
     }
 
 
+def _no_load() -> LoadView | None:
+    return None
+
+
 class Views(ViewHandler):
     names = frozenset({"json", "mirrorlist", "meta4", "sha256"})
 
-    def __init__(self, settings: Settings | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings | None = None,
+        load: Callable[[], LoadView | None] | None = None,
+    ) -> None:
         s = settings or Settings()
         self.urls = Urls(s.origin_url, s.public_url)
+        self.load_window = s.load_window_seconds
+        # The current fleet-wide load view, or None (no estimate yet, feature not wired):
+        # given here or set later by mirrorhub.web.pages once the dispatcher exists.
+        self.load: Callable[[], LoadView | None] = load or _no_load
         self._page: jinja2.Template | None = None
 
     async def render(
@@ -178,10 +222,11 @@ class Views(ViewHandler):
         status, ctype, body = 200, b"application/json", b""
         extra: list[tuple[bytes, bytes]] = []
         if view == "json":
-            body = json.dumps(decision_json(decision, digest), indent=1).encode()
+            body = json.dumps(decision_json(decision, digest, self.load()), indent=1).encode()
         elif view == "mirrorlist":
             ctype, extra = b"text/html; charset=utf-8", _PAGE_HEADERS
-            body = self.page().render(mirrorlist_context(decision, digest)).encode()
+            context = mirrorlist_context(decision, digest, self.load(), self.load_window)
+            body = self.page().render(context).encode()
         elif view == "meta4":
             document = metalink_document(decision, digest, self.urls)
             if document is None:

@@ -60,7 +60,9 @@ def geo(tmp_path: Path) -> GeoLocator:
     return GeoLocator(build_city(tmp_path / "city.mmdb"), build_asn(tmp_path / "asn.mmdb"))
 
 
-def make_app(geo: GeoLocator, tmp_path: Path, **settings_kw: Any) -> Dispatcher:
+def make_app(
+    geo: GeoLocator, tmp_path: Path, *, mirrors: list[Mirror] | None = None, **settings_kw: Any
+) -> Dispatcher:
     origin = tmp_path / "origin" / "pub"
     origin.mkdir(parents=True, exist_ok=True)
     (origin / "own.iso.sha256").write_text("published by the origin\n")
@@ -68,7 +70,7 @@ def make_app(geo: GeoLocator, tmp_path: Path, **settings_kw: Any) -> Dispatcher:
     base.update(settings_kw)
     settings = dataclasses.replace(Settings(), **base)
     config = IndexConfig(Band(1.5, 500), 4, 100, settings.origin_only_patterns)
-    source = IndexSource(1, [(m, UP) for m in MIRRORS], FILES, DIFFS)
+    source = IndexSource(1, [(m, UP) for m in mirrors or MIRRORS], FILES, DIFFS)
     holder = IndexHolder(build_index(source, config))
     return Dispatcher(
         settings, holder, geo, Starlette(), OriginServer(settings), random.Random(3),
@@ -248,3 +250,79 @@ async def test_describedby_uses_the_public_url_never_the_host(
     assert long.status_code == 302
     assert all(len(f"Link: {v}") < 360 for v in long.headers.get_list("link"))
     assert not any("describedby" in v for v in long.headers.get_list("link"))
+
+
+# --- load against capacity -------------------------------------------------------------------
+
+FR = "<script>alert('m')</script>"
+
+
+def row_of(page: str, table: str, name: str) -> str:
+    """The ``<tr>`` of ``name`` (escaped as the page shows it) in the table ``#table``."""
+    body = page[page.index(f'id="{table}"') :]
+    body = body[: body.index("</table>")]
+    cell = f"<td>{markupsafe.escape(name)}"
+    rows = [r for r in body.split("<tr>") if cell in r]
+    assert len(rows) == 1, (name, rows)
+    return rows[0]
+
+
+async def test_mirrorlist_and_json_show_load_against_capacity(
+    geo: GeoLocator, tmp_path: Path
+) -> None:
+    from mirrorhub.load import make_view
+
+    app = make_app(geo, tmp_path)
+    # This dispatcher sent de1 412.3 Mbit/s and the FR mirror 960 (96 % of 1,000: held
+    # back to a quarter); the rest of the fleet sent us1 250. "off" got nothing.
+    view = make_view({"de1": 412.3, FR: 960.0}, {"us1": 250.0}, {m.name: 1000 for m in MIRRORS})
+    app.load = view
+    assert isinstance(app.views, Views)
+    app.views.load = lambda: view
+    async with client(app) as c:
+        page = (await c.get("/pub/x.iso?mirrorlist")).text
+        doc = (await c.get("/pub/x.iso?json")).json()
+
+    de1 = row_of(page, "ranked", "de1")
+    assert "412 / 1,000 Mbit/s (41 %)" in de1 and "held back" not in de1
+    fr = row_of(page, "ranked", FR)
+    assert "960 / 1,000 Mbit/s (96 %)" in fr
+    assert "held back" in fr and "near capacity: gets 25 % of its usual share" in fr
+    assert "250 / 1,000 Mbit/s (25 %)" in row_of(page, "excluded", "us1")
+    off = row_of(page, "excluded", "off")
+    assert "0 / 1,000 Mbit/s (0 %)" in off and "held back" not in off
+    assert page.count('<span class="badge lagging">held back</span>') == 1
+    text = " ".join(page.split())
+    assert "over the last 60 s" in text and "(not a measurement at the mirror)" in text
+    assert "<script>" not in page  # the held-back wording did not unescape anything
+
+    ranked = {m["mirror"]: m["load"] for m in doc["ranked"]}
+    assert ranked["de1"] == {"mbps": 412.3, "capacity_mbps": 1000, "utilisation": 0.4123,
+                             "factor": 1.0, "held_back": False}  # fmt: skip
+    assert ranked[FR] == {"mbps": 960.0, "capacity_mbps": 1000, "utilisation": 0.96,
+                          "factor": 0.25, "held_back": True}  # fmt: skip
+    assert doc["chosen"]["load"] == ranked[doc["chosen"]["mirror"]]
+    excluded = {e["mirror"]: e["load"] for e in doc["excluded"]}
+    assert excluded["us1"]["mbps"] == 250.0 and excluded["us1"]["held_back"] is False
+    assert excluded["off"] == {"mbps": 0.0, "capacity_mbps": 1000, "utilisation": 0.0,
+                               "factor": 1.0, "held_back": False}  # fmt: skip
+
+
+async def test_without_an_estimate_every_mirror_shows_zero_of_its_capacity(
+    geo: GeoLocator, tmp_path: Path
+) -> None:
+    big = Mirror(5, "big", "http://big.example/", None, country="DE", continent="EU",
+                 latitude=52.5, longitude=13.4, capacity=10_000)  # fmt: skip
+    # No load view: nothing was sent yet, or the feature is not wired.
+    app = make_app(geo, tmp_path, mirrors=[*MIRRORS, big])
+    async with client(app) as c:
+        page = (await c.get("/pub/x.iso?mirrorlist")).text
+        doc = (await c.get("/pub/x.iso?json")).json()
+    assert "0 / 10,000 Mbit/s (0 %)" in row_of(page, "ranked", "big")
+    assert "0 / 1,000 Mbit/s (0 %)" in row_of(page, "ranked", "de1")
+    assert "0 / 1,000 Mbit/s (0 %)" in row_of(page, "excluded", "us1")
+    assert "badge lagging" not in page  # nobody held back
+    loads = [m["load"] for m in doc["ranked"]] + [e["load"] for e in doc["excluded"]]
+    assert len(loads) == 5
+    assert all(x["mbps"] == 0.0 and x["factor"] == 1.0 and not x["held_back"] for x in loads)
+    assert {m["mirror"]: m["load"]["capacity_mbps"] for m in doc["ranked"]}["big"] == 10_000
