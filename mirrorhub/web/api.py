@@ -3,6 +3,9 @@
 Routing and method checks come from :data:`mirrorhub.web.openapi.OPERATIONS`, the same
 table the OpenAPI document is rendered from. Every answer is JSON; bad input is a 4xx with
 ``{"error": ..., "fields": {...}}`` and a database outage is a 503, never a 500.
+
+A mirror's JSON and a file decision carry each mirror's ``load``: the dispatcher's live
+estimate against the capacity (:func:`mirrorhub.load.mirror_load`; 0 before any estimate).
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from mirrorhub.db.repositories import MirrorRecord, record_json
 from mirrorhub.domain import Client, Options, Scheme
 from mirrorhub.errors import Conflict, InvalidPath, MirrorhubError, NotFound, ValidationError
 from mirrorhub.geo import parse_address, resolve_client
+from mirrorhub.load import LoadView, mirror_load
 from mirrorhub.paths import normalize_path
 from mirrorhub.web import openapi
 from mirrorhub.web.openapi import MAX_BODY, Operation
@@ -171,6 +175,22 @@ class Api:
     def sessions(self) -> services.Sessions:
         return self.state.sessions
 
+    def load_view(self) -> LoadView | None:
+        """The dispatcher's current fleet-wide load view (mirrorhub.web.loadsync), if any."""
+        view: LoadView | None = self.state.extras.get("load_view")
+        return view
+
+    def mirror_json(
+        self, record: MirrorRecord, *, private: bool, load: LoadView | None = None
+    ) -> dict[str, Any]:
+        """record_json plus the mirror's current load."""
+        m = record.mirror
+        view = load if load is not None else self.load_view()
+        return {
+            **record_json(record, private=private),
+            "load": mirror_load(view, m.name, m.capacity).to_json(),
+        }
+
     async def authenticate(self, request: Request, *, required: bool) -> tokens.TokenInfo | None:
         header = request.headers.get("authorization")
         if header is None:
@@ -191,11 +211,13 @@ class Api:
 
     async def list_mirrors(self, request: Request, params: Params, token: Any) -> Response:
         records = await services.list_mirrors(self.sessions)
-        return _ok({"mirrors": [record_json(r, private=token is not None) for r in records]})
+        view = self.load_view()  # one view for the whole list
+        private = token is not None
+        return _ok({"mirrors": [self.mirror_json(r, private=private, load=view) for r in records]})
 
     async def get_mirror(self, request: Request, params: Params, token: Any) -> Response:
         record = await services.get_mirror(self.sessions, params["name"])
-        return _ok(record_json(record, private=token is not None))
+        return _ok(self.mirror_json(record, private=token is not None))
 
     async def create_mirror(
         self, request: Request, params: Params, token: tokens.TokenInfo | None
@@ -208,7 +230,9 @@ class Api:
             actor=_actor(token),
         )
         name = record.mirror.name
-        return _ok(record_json(record, private=True), 201, {"location": f"{PREFIX}mirrors/{name}"})
+        return _ok(
+            self.mirror_json(record, private=True), 201, {"location": f"{PREFIX}mirrors/{name}"}
+        )
 
     async def edit_mirror(
         self, request: Request, params: Params, token: tokens.TokenInfo | None
@@ -221,7 +245,7 @@ class Api:
             allow_private=self.settings.allow_private_mirrors,
             actor=_actor(token),
         )
-        return _ok(record_json(record, private=True))
+        return _ok(self.mirror_json(record, private=True))
 
     async def delete_mirror(
         self, request: Request, params: Params, token: tokens.TokenInfo | None
@@ -235,7 +259,7 @@ class Api:
         record = await services.set_enabled(
             self.sessions, params["name"], True, actor=_actor(token)
         )
-        return _ok(record_json(record, private=True))
+        return _ok(self.mirror_json(record, private=True))
 
     async def disable_mirror(
         self, request: Request, params: Params, token: tokens.TokenInfo | None
@@ -243,7 +267,7 @@ class Api:
         record = await services.set_enabled(
             self.sessions, params["name"], False, actor=_actor(token)
         )
-        return _ok(record_json(record, private=True))
+        return _ok(self.mirror_json(record, private=True))
 
     async def scan_mirror(self, request: Request, params: Params, token: Any) -> Response:
         """Bring the worker pool's scan job forward; without workers, scan here.
@@ -336,8 +360,10 @@ class Api:
             raise ApiError(404, f"{path or '/'} is {what}")
         client = Client(address, self.state.geo.locate(address))
         now = self.state.clock() if index.config.allow_outdated else None
-        decision = index.decide(pos, client, options, self.rng, full=True, now=now)
-        return _ok(decision_json(decision, index.sha256_digest(pos)))
+        # The same load view the hot path uses, so the shares are the ones it applies.
+        load = self.load_view()
+        decision = index.decide(pos, client, options, self.rng, full=True, now=now, load=load)
+        return _ok(decision_json(decision, index.sha256_digest(pos), load))
 
     async def openapi_document(self, request: Request, params: Params, token: Any) -> Response:
         return Response(self.document, media_type="application/json")

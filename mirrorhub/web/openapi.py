@@ -213,6 +213,21 @@ ERROR: Schema = {
     "required": ["error"],
 }
 
+LOAD: Schema = {
+    **_obj(
+        {
+            "mbps": {**_NUM, "description": "Estimated Mbit/s the dispatchers sent it."},
+            "capacity_mbps": {**_INT, "description": "The capacity declared for it."},
+            "utilisation": {**_NUM, "description": "mbps / capacity_mbps (may pass 1)."},
+            "factor": {**_NUM, "description": "Weight multiplier applied now; 1 = not held back."},
+            "held_back": {**_BOOL, "description": "Near capacity: it gets less new traffic."},
+        }
+    ),
+    "description": "The mirror's current load: the fleet-wide sliding-window estimate of the "
+    "traffic the dispatchers redirected to it, not a measurement at the mirror; 0 while "
+    "there is no estimate.",
+}
+
 MIRROR: Schema = _obj(
     {
         "name": _STR,
@@ -241,6 +256,7 @@ MIRROR: Schema = _obj(
         "last_scan_error": _STR,
         "created_at": {"type": "string", "format": "date-time"},
         "updated_at": {"type": "string", "format": "date-time"},
+        "load": {"$ref": "#/components/schemas/Load"},
         "contact": {**_STR, "description": "Only for requests with a valid token."},
         "notes": {**_STR, "description": "Only for requests with a valid token."},
     }
@@ -256,6 +272,7 @@ CANDIDATE: Schema = _obj(
         "distance_km": _nullable("number"),
         "share": _NUM,
         "capacity_mbps": _INT,
+        "load": {"$ref": "#/components/schemas/Load"},
     }
 )
 
@@ -292,7 +309,14 @@ DECISION: Schema = _obj(
         "ranked": {"type": "array", "items": {"$ref": "#/components/schemas/Candidate"}},
         "excluded": {
             "type": "array",
-            "items": _obj({"mirror": _STR, "reason": _STR}),
+            "items": _obj(
+                {
+                    "mirror": _STR,
+                    "country": _nullable("string"),
+                    "reason": _STR,
+                    "load": {"$ref": "#/components/schemas/Load"},
+                }
+            ),
         },
     }
 )
@@ -341,6 +365,7 @@ def _stats_list(item: Schema) -> Schema:
 
 COMPONENTS: dict[str, Schema] = {
     "Error": ERROR,
+    "Load": LOAD,
     "Mirror": MIRROR,
     "MirrorList": _obj({"mirrors": {"type": "array", "items": {"$ref": "#/components/schemas/Mirror"}}}),
     "MirrorCreate": mirror_input_schema(partial=False),
