@@ -17,6 +17,8 @@ Rules (the page, the JSON and the tests rely on them):
   downsampled rows count for what they stand for), per hour for the last 24 hours; an hour
   without probes is a gap (``None``).
 - **Last check** is the last probe; the summary counts enabled mirrors only.
+- **Load** is not part of the cached model: the page and the JSON add the dispatcher's live
+  estimate (:func:`mirrorhub.load.mirror_load`) against the ``capacity`` kept here.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from mirrorhub.countries import centroid
+from mirrorhub.load import LoadView, mirror_load
 
 HOUR = 3600
 WINDOW_HOURS = 24
@@ -77,6 +80,7 @@ class MirrorFacts:
     down_schemes: tuple[str, ...] = ()
     last_probe_at: float | None = None
     last_probe_error: str = ""
+    capacity: int = 1000  # Mbit/s, as declared
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,6 +155,7 @@ class MirrorStatus:
     longitude: float | None
     down_schemes: tuple[str, ...] = ()
     detail: str = ""  # why it is down or its scans fail
+    capacity: int = 1000  # Mbit/s, as declared
 
 
 @dataclass(frozen=True, slots=True)
@@ -288,6 +293,7 @@ def build_status(
                 longitude=lon,
                 down_schemes=m.down_schemes,
                 detail=detail,
+                capacity=m.capacity,
             )
         )
     rows.sort(key=lambda r: r.name)
@@ -349,8 +355,13 @@ def countries(model: StatusModel) -> list[str]:
     return sorted({r.country for r in model.mirrors if r.country})
 
 
-def to_json(model: StatusModel, rows: Iterable[MirrorStatus] | None = None) -> dict[str, Any]:
-    """The /-/api/status document (times as POSIX seconds, shares as 0..1)."""
+def to_json(
+    model: StatusModel,
+    rows: Iterable[MirrorStatus] | None = None,
+    load: LoadView | None = None,
+) -> dict[str, Any]:
+    """The /-/api/status document (times as POSIX seconds, shares as 0..1); each mirror's
+    ``load`` from ``load`` (0 / its capacity without one)."""
     return {
         "generated_at": model.generated_at,
         "summary": {
@@ -371,6 +382,7 @@ def to_json(model: StatusModel, rows: Iterable[MirrorStatus] | None = None) -> d
                 "down_schemes": list(r.down_schemes),
                 "latitude": r.latitude,
                 "longitude": r.longitude,
+                "load": mirror_load(load, r.name, r.capacity).to_json(),
             }
             for r in (model.mirrors if rows is None else rows)
         ],

@@ -77,6 +77,7 @@ async def load_mirrors(session: AsyncSession) -> list[MirrorFacts]:
                 latitude=m.latitude,
                 longitude=m.longitude,
                 enabled=m.enabled,
+                capacity=m.capacity,
                 scope=tuple(m.scope.split()),
                 health=s.health if s is not None else "unknown",
                 lagging=s.lagging if s is not None else False,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from mirrorhub.load import MirrorLoad, make_view, mirror_load
 from mirrorhub.status import (
     HOUR,
     Confirmation,
@@ -157,3 +158,50 @@ def test_json_document() -> None:
         "availability_24h",
     }
     assert len(first["availability_hourly"]) == 24
+
+
+def test_json_document_carries_each_mirrors_load_against_its_capacity() -> None:
+    facts = [*_model(), MirrorFacts(6, "foxtrot", health="up", capacity=10_000)]
+    model = build_status(facts, CoverageInputs(histograms={(): HIST}), {}, NOW)
+    # 950 of 1,000 Mbit/s: held back to 3/8 of its weight; foxtrot sent nothing yet.
+    view = make_view({"bravo": 412.3}, {"alpha": 950.0}, {"alpha": 1000, "bravo": 1000})
+    loads = {m["name"]: m["load"] for m in to_json(model, load=view)["mirrors"]}
+    assert loads["bravo"] == {"mbps": 412.3, "capacity_mbps": 1000, "utilisation": 0.4123,
+                              "factor": 1.0, "held_back": False}  # fmt: skip
+    assert loads["alpha"]["held_back"] is True
+    assert loads["alpha"]["factor"] == pytest.approx(0.375)
+    assert loads["foxtrot"] == {"mbps": 0.0, "capacity_mbps": 10_000, "utilisation": 0.0,
+                                "factor": 1.0, "held_back": False}  # fmt: skip
+    # Without a view (no estimate yet, or the feature off): 0 of each capacity, never missing.
+    plain = {m["name"]: m["load"] for m in to_json(model)["mirrors"]}
+    assert set(plain) == set(loads)
+    assert all(x["mbps"] == 0.0 and not x["held_back"] for x in plain.values())
+    assert plain["foxtrot"]["capacity_mbps"] == 10_000
+
+
+@pytest.mark.parametrize(
+    ("load", "text", "held_back"),
+    [
+        (MirrorLoad(412.3, 1000), "412 / 1,000 Mbit/s (41 %)", ""),
+        (MirrorLoad(0.0, 1000), "0 / 1,000 Mbit/s (0 %)", ""),
+        (MirrorLoad(3.24, 10_000), "3.2 / 10,000 Mbit/s (<1 %)", ""),
+        (MirrorLoad(0.01, 100), "<0.1 / 100 Mbit/s (<1 %)", ""),
+        (MirrorLoad(940.0, 1000, 0.5), "940 / 1,000 Mbit/s (94 %)",
+         "near capacity: gets 50 % of its usual share of new downloads"),
+        (MirrorLoad(906.0, 1000, 0.999), "906 / 1,000 Mbit/s (91 %)",
+         "near capacity: gets 99 % of its usual share of new downloads"),
+        (MirrorLoad(1250.0, 1000, 0.0), "1,250 / 1,000 Mbit/s (125 %)",
+         "at capacity: gets no new downloads until its load drops"),
+    ],
+)  # fmt: skip
+def test_load_figures_and_held_back_wording(load: MirrorLoad, text: str, held_back: str) -> None:
+    assert load.text == text
+    assert load.held_back_text == held_back
+    assert load.held_back is bool(held_back)
+
+
+def test_mirror_load_reads_the_view_and_defaults_to_nothing_sent() -> None:
+    view = make_view({"a": 960.0}, {}, {"a": 1000})
+    assert mirror_load(view, "a", 1000) == MirrorLoad(960.0, 1000, pytest.approx(0.25))
+    assert mirror_load(view, "b", 500) == MirrorLoad(0.0, 500, 1.0)
+    assert mirror_load(None, "a", 1000) == MirrorLoad(0.0, 1000, 1.0)

@@ -5,6 +5,12 @@ Routes: ``/-/`` (redirects to the status page), ``/-/status`` (HTML), ``/-/api/s
 demand, kept for :data:`CACHE_SECONDS`, and once a model exists a stale one is served while a
 background task builds the next, so no page view waits for the database after the first and
 the redirect path never runs any of it.
+
+Each mirror's load (:func:`mirrorhub.load.mirror_load`) is not cached with the model: it is
+read from the dispatcher's current :class:`~mirrorhub.load.LoadView`
+(``state.extras["load_view"]``, swapped in by :mod:`mirrorhub.web.loadsync`) at every view,
+so it is as fresh as the last load sync. This module also hands that view to the per-file
+views (``?mirrorlist``, ``?json``) of :mod:`mirrorhub.web.views` once the dispatcher exists.
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, RedirectResponse, Response
 from starlette.routing import BaseRoute, Route
 
+from mirrorhub.load import LoadView, mirror_load
 from mirrorhub.status import (
     SEVERITY,
     SORT_KEYS,
@@ -35,6 +42,7 @@ from mirrorhub.status_query import StatusSource
 from mirrorhub.web.charts import sparkline
 from mirrorhub.web.state import AppState
 from mirrorhub.web.templating import make_templates
+from mirrorhub.web.views import Views
 from mirrorhub.worldmap import Dot, world_map
 
 log = logging.getLogger(__name__)
@@ -135,15 +143,42 @@ def _dots(rows: list[MirrorStatus]) -> list[Dot]:
     ]
 
 
+def current_load(state: AppState) -> Callable[[], LoadView | None]:
+    """The dispatcher's live load view (None before the first load sync or without one)."""
+
+    def load() -> LoadView | None:
+        view: LoadView | None = state.extras.get("load_view")
+        return view
+
+    return load
+
+
+def _load_info(state: AppState, view: LoadView | None) -> dict[str, Any]:
+    """How the load figures are made and how fresh they are (page footnote, JSON)."""
+    return {
+        "window_seconds": state.settings.load_window_seconds,
+        "sync_seconds": state.settings.load_sync_seconds,
+        "estimated": view is not None,
+    }
+
+
 def routes(state: AppState) -> list[BaseRoute]:
     cache = StatusCache(StatusSource(state.sessions, state.clock))
     state.extras["status_cache"] = cache
     templates = make_templates()
+    load = current_load(state)
 
     async def warm() -> None:
         cache.warm()  # the first visitor should not pay for the cold queries
 
-    state.extras.setdefault("startup", []).append(warm)
+    async def wire_views() -> None:
+        # mirrorhub.web.app builds the per-file views before the dispatcher exists; hand
+        # them the live load view now. They read it per rendered view, never per redirect.
+        views = getattr(state.extras.get("dispatcher"), "views", None)
+        if isinstance(views, Views):
+            views.load = load
+
+    state.extras.setdefault("startup", []).extend([warm, wire_views])
     state.extras.setdefault("shutdown", []).append(cache.close)
 
     memo: dict[str, Any] = {}
@@ -181,6 +216,7 @@ def routes(state: AppState) -> list[BaseRoute]:
             return model
         f = _filters(request)
         rows = _rows(model, f)
+        view = load()
         context = {
             "model": model,
             "rows": rows,
@@ -191,6 +227,8 @@ def routes(state: AppState) -> list[BaseRoute]:
             "severity": {s: i for i, s in enumerate(SEVERITY)},
             "map_svg": world_map(_dots(rows)),
             "sparklines": [sparklines(model)[r.name] for r in rows],
+            "loads": [mirror_load(view, r.name, r.capacity) for r in rows],
+            "load_info": _load_info(state, view),
             "attributions": state.geo.attributions(),
             "now": model.generated_at,
         }
@@ -202,7 +240,9 @@ def routes(state: AppState) -> list[BaseRoute]:
         model = await model_or_503()
         if isinstance(model, Response):
             return model
-        body = to_json(model, _rows(model, _filters(request)))
+        view = load()
+        body = to_json(model, _rows(model, _filters(request)), view)
+        body["load"] = _load_info(state, view)
         body["attributions"] = [{"text": a.text, "url": a.url} for a in state.geo.attributions()]
         return JSONResponse(body, headers={"cache-control": JSON_CACHE_CONTROL})
 

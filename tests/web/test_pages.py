@@ -5,6 +5,7 @@ Rows are inserted directly, so every number on the page is known in advance.
 
 from __future__ import annotations
 
+import asyncio
 import re
 import time
 import xml.etree.ElementTree as ET
@@ -29,6 +30,7 @@ from mirrorhub.db.models import (
     OriginFileRow,
     ProbeResultRow,
 )
+from mirrorhub.load import make_view
 from mirrorhub.settings import Settings
 from mirrorhub.status_query import StatusSource, disjoint
 from mirrorhub.web.app import create_app
@@ -466,3 +468,133 @@ async def test_rebuilds_reuse_only_what_cannot_have_changed(
 def test_disjoint_prefixes() -> None:
     assert disjoint(("pub/", "pub/iso/", "other/", "pub2/")) == ("pub/", "other/", "pub2/")
     assert disjoint(()) == ()
+
+
+# --- load against capacity ----------------------------------------------------------------------
+
+
+def status_row(page: str, name: str) -> str:
+    """The table row with a cell that starts with ``name`` (as the page escapes it)."""
+    rows = [r for r in page.split("<tr>") if re.search(rf"<td>{re.escape(name)}[<\s]", r)]
+    assert len(rows) == 1, (name, rows)
+    return rows[0].split("</tr>")[0]
+
+
+async def test_status_page_and_json_show_live_load_against_capacity(
+    app: Dispatcher, sessions: Sessions
+) -> None:
+    async with sessions.begin() as s:
+        await s.execute(
+            update(MirrorRow).where(MirrorRow.name == "charlie").values(capacity=10_000)
+        )
+    state = app_state(app)
+    async with client(app) as c:
+        # Before any load sync: every mirror shows 0 of its capacity, and the page says why.
+        doc = (await c.get("/-/api/status")).json()
+        page = (await c.get("/-/status")).text
+        assert doc["load"] == {"window_seconds": 60.0, "sync_seconds": 2.0, "estimated": False}
+        assert {m["name"]: (m["load"]["mbps"], m["load"]["capacity_mbps"]) for m in doc["mirrors"]} == {
+            "alpha": (0.0, 1000), "bravo": (0.0, 1000), "charlie": (0.0, 10_000),
+            "delta": (0.0, 1000), "foxtrot": (0.0, 1000), "x-site": (0.0, 1000),
+        }  # fmt: skip
+        assert "0 / 10,000 Mbit/s (0 %)" in status_row(page, "charlie")
+        assert "0 / 1,000 Mbit/s (0 %)" in status_row(page, "alpha")
+        assert "no estimate yet" in page and "held back</span>" not in page
+
+        # A sync swaps in the fleet-wide view: the cached model is reused, the load is live.
+        state.extras["load_view"] = make_view(
+            {"alpha": 412.3}, {"x-site": 960.0, "charlie": 2_500.0},
+            {"alpha": 1000, "x-site": 1000, "charlie": 10_000},
+        )  # fmt: skip
+        doc = (await c.get("/-/api/status")).json()
+        page = (await c.get("/-/status")).text
+    loads = {m["name"]: m["load"] for m in doc["mirrors"]}
+    assert loads["alpha"] == {"mbps": 412.3, "capacity_mbps": 1000, "utilisation": 0.4123,
+                              "factor": 1.0, "held_back": False}  # fmt: skip
+    assert loads["x-site"] == {"mbps": 960.0, "capacity_mbps": 1000, "utilisation": 0.96,
+                               "factor": 0.25, "held_back": True}  # fmt: skip
+    assert loads["charlie"]["utilisation"] == 0.25 and not loads["charlie"]["held_back"]
+    assert loads["bravo"]["mbps"] == 0.0
+    assert doc["load"]["estimated"] is True
+
+    alpha = status_row(page, "alpha")
+    assert "412 / 1,000 Mbit/s (41 %)" in alpha and "held back" not in alpha
+    x_site = status_row(page, "x-site")
+    assert "960 / 1,000 Mbit/s (96 %)" in x_site
+    assert '<span class="badge lagging">held back</span>' in x_site
+    assert "near capacity: gets 25 % of its usual share of new downloads" in x_site
+    assert "2,500 / 10,000 Mbit/s (25 %)" in status_row(page, "charlie")
+    assert "0 / 1,000 Mbit/s (0 %)" in status_row(page, "bravo")
+    text = " ".join(page.split())
+    assert "over the last 60 s" in text and "updated every 2 s" in text
+    assert "(not a measurement at the mirror)" in text
+    assert "<script>" not in page and "style=" not in page  # still no inline script or style
+
+
+async def test_real_redirects_show_up_on_every_view_after_a_load_sync(
+    db_url: str, sessions: Sessions
+) -> None:
+    """The running app: two real redirects of a 375 MB file to a 100 Mbit/s mirror fill it
+    (2 x 3,000 Mbit over the 60 s window = 100 Mbit/s); after the next load sync the mirror
+    list, the JSON view, the status page and its JSON, and the API all say so."""
+    from tests.web.admin_fixtures import running
+
+    for name, host, capacity in [("alpha", "127.0.0.2", 100), ("bravo", "127.0.0.3", 1000)]:
+        await services.add_mirror(
+            sessions,
+            {"name": name, "http_url": f"http://{host}/pub/", "capacity": str(capacity)},
+            allow_private=True,
+        )
+    async with sessions.begin() as s:
+        s.add(OriginFileRow(path="pub/big.iso", size=375_000_000, mtime=1, changed_at=1.0))
+        for name, health in [("alpha", "up"), ("bravo", "down")]:
+            mirror_id = (
+                await s.execute(select(MirrorRow.id).where(MirrorRow.name == name))
+            ).scalar_one()
+            row = await s.get(MirrorStateRow, mirror_id)
+            if row is None:
+                row = MirrorStateRow(mirror_id=mirror_id)
+                s.add(row)
+            row.health, row.last_good_scan = health, time.time()
+    settings = Settings(database_url=db_url, allow_private_mirrors=True, load_sync_seconds=0.05)
+    app = create_app(settings)
+    state = app_state(app)
+    async with running(app), client(app) as c:
+        for _ in range(2):
+            r = await c.get("/pub/big.iso")
+            assert r.status_code == 302
+            assert r.headers["location"] == "http://127.0.0.2/pub/pub/big.iso"
+        for _ in range(200):  # the next sync publishes and swaps in the fleet-wide view
+            view = state.extras.get("load_view")
+            if view is not None and view.mbps.get("alpha", 0.0) > 99.9:
+                break
+            await asyncio.sleep(0.025)
+        else:
+            pytest.fail(f"no load sync saw the redirects: {state.extras.get('load_view')}")
+        page = (await c.get("/pub/big.iso?mirrorlist")).text
+        decision = (await c.get("/pub/big.iso?json")).json()
+        status_page = (await c.get("/-/status")).text
+        status_doc = (await c.get("/-/api/status")).json()
+        mirror_doc = (await c.get("/-/api/mirrors/alpha")).json()
+        listed = (await c.get("/-/api/mirrors")).json()
+        api_decision = (await c.get("/-/api/files/pub/big.iso")).json()
+
+    full = {"mbps": 100.0, "capacity_mbps": 100, "utilisation": 1.0, "factor": 0.0,
+            "held_back": True}  # fmt: skip
+    idle = {"mbps": 0.0, "capacity_mbps": 1000, "utilisation": 0.0, "factor": 1.0,
+            "held_back": False}  # fmt: skip
+    held = "at capacity: gets no new downloads until its load drops"
+    for html in (page, status_page):
+        alpha = status_row(html, "alpha")
+        assert "100 / 100 Mbit/s (100 %)" in alpha, alpha
+        assert '<span class="badge lagging">held back</span>' in alpha and held in alpha
+        bravo = status_row(html, "bravo")
+        assert "0 / 1,000 Mbit/s (0 %)" in bravo and "held back" not in bravo
+    for doc in (decision, api_decision):
+        assert [(m["mirror"], m["load"]) for m in doc["ranked"]] == [("alpha", full)]
+        assert [(e["mirror"], e["reason"], e["load"]) for e in doc["excluded"]] == [
+            ("bravo", "down", idle)
+        ]
+    assert {m["name"]: m["load"] for m in status_doc["mirrors"]} == {"alpha": full, "bravo": idle}
+    assert mirror_doc["load"] == full
+    assert {m["name"]: m["load"] for m in listed["mirrors"]} == {"alpha": full, "bravo": idle}
