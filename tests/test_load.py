@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import random
 from collections import Counter
+from collections.abc import Mapping
+from types import SimpleNamespace
+from typing import Any, cast
 
 import pytest
 
@@ -21,6 +25,7 @@ from mirrorhub.domain import (
 )
 from mirrorhub.load import LoadEstimator, LoadView, load_factor, make_view, weighted_pick
 from mirrorhub.selection import Band, FileFacts, choose, make_slot, rank_mirrors
+from mirrorhub.web import loadsync
 
 
 class Clock:
@@ -144,3 +149,48 @@ def test_everything_full_still_answers() -> None:
     load = LoadView({m.name: 0.0 for m in MIRRORS}, {})
     got = shares(load, 500)
     assert sum(got.values()) == 500 and got["de-only"] == 0
+
+
+async def test_sync_runs_at_start_and_keeps_own_redirects_made_while_it_awaited(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The first sync runs on start-up, not one interval later; and the view it swaps in
+    holds this dispatcher's traffic up to the swap, including redirects recorded while the
+    exchange waited for the database (they went into the old view, which the swap drops)."""
+    clock = Clock()
+    est = LoadEstimator(window=10, step=1, clock=clock)
+    est.add("a", 1_250_000)  # 1 Mbit/s over 10 s
+    calls: list[Mapping[str, float]] = []
+
+    async def exchange(
+        sessions: object, process: str, local: Mapping[str, float], now: float, interval: float
+    ) -> dict[str, float]:
+        calls.append(dict(local))
+        await asyncio.sleep(0)
+        est.add("a", 2_500_000)  # +2 Mbit/s redirected during the round trip
+        return {"a": 0.5}  # the other dispatchers
+
+    monkeypatch.setattr(loadsync, "exchange", exchange)
+    slot = SimpleNamespace(mirror=SimpleNamespace(name="a", capacity=3))
+    state: Any = SimpleNamespace(
+        settings=SimpleNamespace(load_sync_seconds=3600.0),
+        sessions=None,
+        clock=clock,
+        holder=SimpleNamespace(current=SimpleNamespace(slots=[slot])),
+        extras={},
+    )
+    recorder = loadsync.LoadRecorder(state, est)
+    task = asyncio.create_task(loadsync._sync_loop(state, est, recorder, "me"))
+    try:
+        for _ in range(200):
+            if "load_view" in state.extras:
+                break
+            await asyncio.sleep(0.005)
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+    assert calls == [{"a": pytest.approx(1.0)}]  # what was published
+    view = cast(LoadView, state.extras["load_view"])
+    assert view is recorder.view
+    assert view.mbps["a"] == pytest.approx(1.0 + 2.0 + 0.5)
+    assert view.factor("a") == 0.0  # 3.5 of 3 Mbit/s: full (1.5 would have looked free)

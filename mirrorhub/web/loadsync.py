@@ -1,14 +1,21 @@
 """Capacity-aware distribution in a running dispatcher.
 
 A :class:`LoadRecorder` adds each redirected file's size to this dispatcher's sliding-window
-estimate (on the hot path: a few additions). Every ``load_sync_seconds`` a background task
-publishes the estimate in ``mirror_load``, reads the other dispatchers' fresh estimates,
-and swaps a new :class:`~mirrorhub.load.LoadView` into the dispatcher. With the database
-away, the dispatcher holds mirrors back on its own estimate alone.
+estimate and to its current view (on the hot path: a few additions). On start-up and then
+every ``load_sync_seconds`` a background task publishes the estimate in ``mirror_load``,
+reads the other dispatchers' fresh estimates, and swaps a new
+:class:`~mirrorhub.load.LoadView` into the dispatcher. With the database away, the
+dispatcher holds mirrors back on its own estimate alone.
 
-Accuracy across a fleet: each dispatcher sees the others' traffic up to one sync interval
-late plus the window's smoothing, so a mirror's share is corrected within a few seconds;
-bursts shorter than that may overshoot a mirror's capacity briefly.
+Accuracy across a fleet (docs/behaviour.md, "Fleet-wide capacity limit: accuracy"): a
+dispatcher counts its own redirects at once but another's only as that one's last published
+estimate, which is up to two sync periods (plus two exchanges) old before the next sync
+replaces it. So the fleet's estimate for a mirror stays under ``HARD x capacity`` plus what
+the other dispatchers sent it in that time: at most ``(N-1)/N x demand x 2 x sync / window``
+for a demand split evenly over N dispatchers. Between syncs a view only grows (traffic leaving
+the window is subtracted at the next sync), which errs on the side of holding back early.
+Rows are stamped with each dispatcher's wall clock and ignored after ``STALE_AFTER`` sync
+periods: dispatchers' clocks must agree to well within that.
 """
 
 from __future__ import annotations
@@ -31,6 +38,7 @@ from mirrorhub.web.state import AppState
 
 log = logging.getLogger(__name__)
 STALE_AFTER = 3  # sync intervals after which another dispatcher's estimate is ignored
+ESTIMATE_STEP = 1.0  # seconds per bucket of the sliding-window estimate
 
 
 class LoadRecorder(Recorder):
@@ -58,7 +66,7 @@ class LoadRecorder(Recorder):
 def install(state: AppState) -> None:
     """Register the recorder and the sync task (called while the app is assembled)."""
     settings = state.settings
-    estimator = LoadEstimator(window=settings.load_window_seconds, step=1.0)
+    estimator = LoadEstimator(window=settings.load_window_seconds, step=ESTIMATE_STEP)
     state.extras["load_estimator"] = estimator
     recorder = LoadRecorder(state, estimator)
     state.extras.setdefault("recorders", []).append(recorder)
@@ -80,8 +88,7 @@ async def _sync_loop(
     state: AppState, estimator: LoadEstimator, recorder: LoadRecorder, process: str
 ) -> None:
     interval = state.settings.load_sync_seconds
-    while True:
-        await asyncio.sleep(interval)
+    while True:  # at once on start-up: a new dispatcher learns the fleet's load first thing
         local = estimator.mbps()
         others: Mapping[str, float] = {}
         try:
@@ -89,12 +96,16 @@ async def _sync_loop(
         except Exception as exc:  # the database may be away: hold back on our own estimate
             log.debug("load sync failed: %s", exc)
         capacities = {s.mirror.name: s.mirror.capacity for s in state.holder.current.slots}
-        view = make_view(local, others, capacities, window=estimator.window)
+        # Our own estimate again, not ``local``: redirects made while the exchange awaited the
+        # database went into the old view, which is about to be dropped. Nothing awaits
+        # between here and the swap, so the new view misses none of our own traffic.
+        view = make_view(estimator.mbps(), others, capacities, window=estimator.window)
         state.extras["load_view"] = view
         recorder.view = view
         dispatcher: Dispatcher | None = state.extras.get("dispatcher")
         if dispatcher is not None:
             dispatcher.load = view
+        await asyncio.sleep(interval)
 
 
 async def exchange(
