@@ -34,7 +34,7 @@ if __package__ in (None, ""):  # run as a script: make "bench" importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.synth import build_database, client_addresses, request_path, write_geoip
-from mirrorhub.db import repositories
+from mirrorhub.db import index_load
 from mirrorhub.db.session import create_engine, session_factory
 from mirrorhub.geo import GeoLocator
 from mirrorhub.index import IndexHolder, build_index
@@ -145,7 +145,7 @@ async def build_app(workdir: Path, settings: Settings) -> Dispatcher:
     engine = create_engine(settings.database_url)
     try:
         async with session_factory(engine)() as session:
-            source = await repositories.load_index_source(session)
+            source = await index_load.load_index_source(session)
     finally:
         await engine.dispose()
     holder = IndexHolder(build_index(source, index_config(settings)))

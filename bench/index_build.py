@@ -1,17 +1,21 @@
-"""Index build: load time, build time and memory at 100,000 and 1,000,000 files.
+"""Index build and incremental update at 100,000 and 1,000,000 files.
 
     .venv/bin/python -m bench.index_build [--sizes 100000,1000000] [--mirrors 200]
+        [--changes 10000] [--database PATH]
 
 For each size, a synthetic SQLite database (bench/synth.py: 200 mirrors, a few percent of
-files differing per mirror) is generated once in a temporary directory. Then a fresh
-subprocess per size imports the dispatcher (``mirrorhub.web.app``), and measures:
+files differing per mirror) is generated once in a temporary directory (or ``--database``
+names one made earlier; it is upgraded to the current schema). Then a fresh subprocess per
+size imports the dispatcher (``mirrorhub.web.app``) and measures what a dispatcher does:
 
-* ``load_s``: ``repositories.load_index_source`` over an aiosqlite session (what the
-  refresher does);
-* ``build_s``: ``build_index(source, config)``;
-* RSS (``VmRSS`` of /proc/self/status) after the imports, after loading, after building,
-  and after dropping the source (``rss_holding_index_mb``: what a dispatcher holding that
-  index uses), plus the peak (``VmHWM``).
+* ``build_s``: ``DatabaseLoader.build``, the full build from the database (reading files
+  and grouped differences page by page, filling the index in a thread);
+* RSS (``VmRSS`` of /proc/self/status) after the imports and holding the index, and the
+  peak (``VmHWM``);
+* ``delta_s``: ``refresh_once`` after ``--changes`` files changed in one committed version
+  (half an origin change of files, half a mirror's new difference set), read from the
+  change log and written into the live index; ``max_pause_ms``: the longest the event loop
+  went without running a ticker task meanwhile (what a redirect could have waited).
 
 Not a test: numbers depend on the machine. Results: bench/results/index_build.json.
 """
@@ -47,50 +51,110 @@ def status_mb(field: str) -> float:
     raise RuntimeError(f"{field} not in /proc/self/status")
 
 
-def child(database: Path) -> dict[str, Any]:
-    """Runs in a fresh interpreter: measure one load and one build."""
-    from mirrorhub.db import repositories
+def child(database: Path, changes: int) -> dict[str, Any]:
+    """Runs in a fresh interpreter: one full build, then one incremental update."""
+    from mirrorhub.db.index_load import DatabaseLoader
     from mirrorhub.db.session import create_engine, session_factory
-    from mirrorhub.index import IndexSource, build_index
+    from mirrorhub.index import IndexHolder, empty_index, refresh_once
     from mirrorhub.settings import Settings
     from mirrorhub.web import app as _app  # everything a dispatcher imports
 
     gc.collect()
     out: dict[str, Any] = {"rss_start_mb": status_mb("VmRSS")}
+    config = _app.index_config(Settings())
 
-    async def load() -> IndexSource:
+    async def run() -> None:
         engine = create_engine(f"sqlite:///{database}")
+        sessions = session_factory(engine)
+        loader = DatabaseLoader(sessions)
+        holder = IndexHolder(empty_index(config))
         try:
-            async with session_factory(engine)() as session:
-                return await repositories.load_index_source(session)
+            started = time.perf_counter()
+            await refresh_once(holder, loader, config)
+            out["build_s"] = round(time.perf_counter() - started, 2)
+            index = holder.current
+            gc.collect()
+            out["rss_holding_index_mb"] = round(status_mb("VmRSS"))
+            out["rss_peak_mb"] = round(status_mb("VmHWM"))
+            out["files"] = len(index)
+            out["mirrors"] = len(index.slots)
+            out["files_with_diffs"] = sum(b is not None for b in index.bad)
+            out["directories"] = len(list(index.dirs))
+            changed = await _change_files(sessions, changes)
+            out["changed_files"] = changed
+            pauses: list[float] = []
+            ticking = asyncio.create_task(_ticker(pauses))
+            started = time.perf_counter()
+            await refresh_once(holder, loader, config)
+            out["delta_s"] = round(time.perf_counter() - started, 3)
+            ticking.cancel()
+            out["max_pause_ms"] = round(max(pauses) * 1000, 1)
+            out["applied_in_place"] = holder.current is index and holder.counts.deltas == 1
+            out["rss_after_delta_mb"] = round(status_mb("VmRSS"))
         finally:
             await engine.dispose()
 
-    started = time.perf_counter()
-    source = asyncio.run(load())
-    out["load_s"] = round(time.perf_counter() - started, 2)
-    out["rss_after_load_mb"] = status_mb("VmRSS")
-    out["files"] = len(source.files)
-    out["diffs"] = len(source.diffs)
-    out["mirrors"] = len(source.mirrors)
-
-    config = _app.index_config(Settings())
-    started = time.perf_counter()
-    index = build_index(source, config)
-    out["build_s"] = round(time.perf_counter() - started, 2)
-    out["rss_after_build_mb"] = status_mb("VmRSS")
-    del source
-    gc.collect()
-    out["rss_holding_index_mb"] = status_mb("VmRSS")
-    out["rss_peak_mb"] = status_mb("VmHWM")
-    out["files_with_diffs"] = sum(b is not None for b in index.bad)
-    out["directories"] = len(index.dirs)
+    asyncio.run(run())
     return out
 
 
-def measure(database: Path) -> dict[str, Any]:
+async def _ticker(pauses: list[float]) -> None:
+    last = time.perf_counter()
+    while True:
+        await asyncio.sleep(0)
+        now = time.perf_counter()
+        pauses.append(now - last)
+        last = now
+
+
+async def _change_files(sessions: Any, count: int) -> int:
+    """Commit one version that changes ``count`` files: half of them get a new origin
+    version, the other half a new difference on the first mirror."""
+    import random
+
+    from sqlalchemy import delete, insert, select, update
+
+    from mirrorhub.db.models import MirrorFileDiffRow, MirrorRow, OriginFileRow
+    from mirrorhub.db.repositories import bump_version
+
+    rng = random.Random(5)
+    async with sessions() as session, session.begin():
+        ids = list(await session.scalars(select(OriginFileRow.id)))
+        mirror_id = await session.scalar(select(MirrorRow.id).order_by(MirrorRow.id))
+        picked = rng.sample(ids, min(count, len(ids)))
+        origin, mirror = picked[: len(picked) // 2], picked[len(picked) // 2 :]
+        for start in range(0, len(origin), 500):
+            chunk = origin[start : start + 500]
+            await session.execute(
+                update(OriginFileRow)
+                .where(OriginFileRow.id.in_(chunk))
+                .values(size=OriginFileRow.size + 1, changed_at=time.time())
+            )
+        for start in range(0, len(mirror), 500):
+            chunk = mirror[start : start + 500]
+            await session.execute(
+                delete(MirrorFileDiffRow).where(
+                    MirrorFileDiffRow.mirror_id == mirror_id, MirrorFileDiffRow.file_id.in_(chunk)
+                )
+            )
+            await session.execute(
+                insert(MirrorFileDiffRow),
+                [{"mirror_id": mirror_id, "file_id": f, "kind": "missing"} for f in chunk],
+            )
+        await bump_version(session, files=picked)
+    return len(picked)
+
+
+def measure(database: Path, changes: int) -> dict[str, Any]:
     proc = subprocess.run(
-        [sys.executable, str(Path(__file__).resolve()), "--child", str(database)],
+        [
+            sys.executable,
+            str(Path(__file__).resolve()),
+            "--child",
+            str(database),
+            "--changes",
+            str(changes),
+        ],
         capture_output=True,
         text=True,
         timeout=CHILD_TIMEOUT,
@@ -108,14 +172,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sizes", default="100000,1000000", help="comma-separated file counts")
     parser.add_argument("--mirrors", type=int, default=200)
     parser.add_argument("--diff-percent", type=float, default=2.5, help="mean per mirror")
+    parser.add_argument("--changes", type=int, default=10_000, help="files changed at once")
+    parser.add_argument("--database", type=Path, help="an earlier synthetic database (copied)")
     parser.add_argument("--output", type=Path, default=RESULTS / "index_build.json")
     parser.add_argument("--child", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child is not None:
-        print(json.dumps(child(args.child)))
+        print(json.dumps(child(args.child, args.changes)))
         return 0
 
     from bench.synth import build_database, make_blocks
+    from mirrorhub.db.migrate import upgrade
 
     sizes = [int(s.replace("_", "")) for s in args.sizes.split(",") if s]
     workdir = Path(tempfile.mkdtemp(prefix="mirrorhub-bench-index-"))
@@ -123,27 +190,30 @@ def main(argv: list[str] | None = None) -> int:
     try:
         for files in sizes:
             database = workdir / f"files-{files}.db"
-            print(f"generating {files:,} files x {args.mirrors} mirrors ...", flush=True)
-            stats = build_database(
-                database,
-                files=files,
-                mirrors=args.mirrors,
-                blocks=make_blocks(),
-                diff_percent=args.diff_percent,
-            )
+            generated = None
+            if args.database is not None:
+                shutil.copy(args.database, database)
+                upgrade(f"sqlite:///{database}")
+            else:
+                print(f"generating {files:,} files x {args.mirrors} mirrors ...", flush=True)
+                stats = build_database(
+                    database,
+                    files=files,
+                    mirrors=args.mirrors,
+                    blocks=make_blocks(),
+                    diff_percent=args.diff_percent,
+                )
+                generated = round(stats.seconds, 1)
             size_mb = os.path.getsize(database) / 2**20
-            print(
-                f"  {stats.diffs:,} diffs, {size_mb:.0f} MB, generated in {stats.seconds:.0f} s",
-                flush=True,
-            )
-            result = measure(database)
-            result.update(generate_s=round(stats.seconds, 1), database_mb=round(size_mb, 1))
+            result = measure(database, args.changes)
+            result.update(generate_s=generated, database_mb=round(size_mb, 1))
             rows.append(result)
             print(
-                f"  load {result['load_s']:.2f} s, build {result['build_s']:.2f} s, "
-                f"RSS {result['rss_start_mb']:.0f} -> {result['rss_after_load_mb']:.0f} -> "
-                f"{result['rss_after_build_mb']:.0f} MB, holding the index "
-                f"{result['rss_holding_index_mb']:.0f} MB, peak {result['rss_peak_mb']:.0f} MB",
+                f"  {result['files']:,} files: full build {result['build_s']:.2f} s, holding "
+                f"the index {result['rss_holding_index_mb']} MB (peak {result['rss_peak_mb']} "
+                f"MB); {result['changed_files']:,} changed files applied in "
+                f"{result['delta_s']:.3f} s, longest event-loop pause "
+                f"{result['max_pause_ms']} ms",
                 flush=True,
             )
             database.unlink()

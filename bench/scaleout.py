@@ -232,7 +232,7 @@ async def change_and_wait(
         from mirrorhub.db.session import session_factory
 
         async with session_factory(engine).begin() as session:
-            await repositories.bump_version(session)
+            await repositories.bump_version(session, files=None)
             version = await repositories.current_version(session)
         committed = time.perf_counter()
 

@@ -72,7 +72,7 @@ async def add_mirror(
             audit.record(
                 session, actor, "mirror.add", data.name, audit.mirror_changes(None, data), at=at
             )
-            await repo.bump_version(session)
+            await repo.bump_version(session, files=())
             await session.commit()
         except IntegrityError:
             # Lost a race with another writer adding the same name.
@@ -114,7 +114,7 @@ async def edit_mirror(
                 audit.mirror_changes(current, data),
                 at=at,
             )
-            await repo.bump_version(session)
+            await repo.bump_version(session, files=())
             await session.commit()
         except IntegrityError:
             raise Conflict(f"a mirror named {data.name!r} already exists") from None
@@ -147,7 +147,7 @@ async def remove_mirror(sessions: Sessions, name: str, *, actor: str = "cli") ->
         if not await repo.delete_mirror(session, row.name):
             raise NotFound(f"no mirror named {name!r}")
         audit.record(session, actor, "mirror.remove", row.name, audit.mirror_changes(before, None))
-        await repo.bump_version(session)
+        await repo.bump_version(session, files=())
         await session.commit()
 
 

@@ -18,6 +18,7 @@ from mirrorhub.index import (
     IndexConfig,
     IndexHolder,
     IndexSource,
+    SourceLoader,
     build_index,
     empty_index,
     refresh_once,
@@ -113,7 +114,7 @@ def test_refresh_keeps_last_good_index_when_the_database_fails() -> None:
     async def load() -> IndexSource:
         raise AssertionError("not reached")
 
-    swapped = asyncio.run(refresh_once(holder, version, load, CONFIG))
+    swapped = asyncio.run(refresh_once(holder, SourceLoader(version, load), CONFIG))
     assert not swapped and holder.current.version == 3
     assert holder.last_error is not None and "connection refused" in holder.last_error
 
@@ -127,9 +128,9 @@ def test_refresh_swaps_when_the_version_moves() -> None:
     async def load() -> IndexSource:
         return source()
 
-    assert asyncio.run(refresh_once(holder, version, load, CONFIG))
+    assert asyncio.run(refresh_once(holder, SourceLoader(version, load), CONFIG))
     assert holder.current.version == 3 and holder.database_ok
-    assert not asyncio.run(refresh_once(holder, version, load, CONFIG))
+    assert not asyncio.run(refresh_once(holder, SourceLoader(version, load), CONFIG))
 
 
 def test_allow_outdated_serves_an_old_copy_only_inside_the_window() -> None:

@@ -1,9 +1,13 @@
 from __future__ import annotations
 
+import fnmatch
+
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from mirrorhub.errors import InvalidPath
-from mirrorhub.paths import is_reserved, normalize_path, parent_dirs, quote_path
+from mirrorhub.paths import is_reserved, name_matcher, normalize_path, parent_dirs, quote_path
 
 
 @pytest.mark.parametrize(
@@ -55,3 +59,20 @@ def test_quote_path_cannot_change_the_host() -> None:
 def test_reserved_and_parents() -> None:
     assert is_reserved("-/status") and not is_reserved("-x/file")
     assert parent_dirs("a/b/c.iso") == ["a/", "a/b/"]
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(
+        st.sampled_from(
+            ["Release", "*.asc", "Packages*", "*SUMS.gpg", "a?c", "[ab]*.iso", "x*y", "*", "*.db"]
+        ),
+        max_size=5,
+    ),
+    st.text(alphabet="abcxyRPSUMgpes.*?[]", max_size=12),
+)
+def test_name_matcher_agrees_with_fnmatch(patterns: list[str], name: str) -> None:
+    matches = name_matcher(patterns)
+    expected = any(fnmatch.fnmatchcase(name, p) for p in patterns)
+    assert (matches is not None and matches(name)) == expected
+    assert (matches is None) == (not patterns)

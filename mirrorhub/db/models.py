@@ -19,6 +19,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     String,
     Text,
@@ -126,7 +127,8 @@ class MirrorFileDiffRow(Base):
 
     __table_args__ = (
         CheckConstraint("kind IN ('missing', 'size', 'mtime')", name="kind_known"),
-        Index("ix_mirror_file_diffs_file_id", "file_id"),
+        # covering: a full index build reads the differences grouped by file (index only)
+        Index("ix_mirror_file_diffs_file_id", "file_id", "mirror_id", "kind"),
     )
 
 
@@ -137,6 +139,21 @@ class IndexVersionRow(Base):
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     version: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
+class IndexChangeRow(Base):
+    """Which files one version bump changed, so dispatchers can update their index in place.
+
+    ``file_ids``: the ids as packed integers (mirrorhub.db.changelog); NULL when the change
+    is too wide to list (dispatchers then rebuild). Mirror changes need no entry: every
+    update re-reads all mirrors. Old entries are pruned as new ones arrive.
+    """
+
+    __tablename__ = "index_changes"
+
+    version: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    file_ids: Mapped[bytes | None] = mapped_column(LargeBinary)
+    created_at: Mapped[float] = mapped_column(Float)  # POSIX seconds
 
 
 class MirrorScanRow(Base):

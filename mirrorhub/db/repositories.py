@@ -3,28 +3,25 @@
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import delete, select, text, tuple_, update
+from sqlalchemy import delete, select, text, update
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from mirrorhub.domain import Health, IPNetwork, Mirror, MirrorState, Restrictions
-from mirrorhub.index import FileTuple, IndexSource
 from mirrorhub.validation import MirrorInput
 from mirrorhub.workers.health import decode_scheme_health, down_schemes
 
+from . import changelog
 from .models import (
     IndexVersionRow,
-    MirrorFileConfirmationRow,
-    MirrorFileDiffRow,
     MirrorRow,
     MirrorStateRow,
-    OriginFileRow,
 )
 
 # Rows per query when paging through files and diffs (1,000,000 files in 50 pages).
@@ -137,7 +134,7 @@ def input_to_columns(data: MirrorInput) -> dict[str, Any]:
     }
 
 
-def _state(row: MirrorStateRow | None) -> MirrorState:
+def row_to_state(row: MirrorStateRow | None) -> MirrorState:
     if row is None:
         return MirrorState()
     try:
@@ -156,7 +153,7 @@ def _state(row: MirrorStateRow | None) -> MirrorState:
 def _record(row: MirrorRow, state: MirrorStateRow | None) -> MirrorRecord:
     return MirrorRecord(
         mirror=row_to_mirror(row),
-        state=_state(state),
+        state=row_to_state(state),
         contact=row.contact,
         notes=row.notes,
         created_at=_utc(row.created_at),
@@ -174,95 +171,28 @@ async def current_version(session: AsyncSession) -> int:
     return int(version or 0)
 
 
-async def bump_version(session: AsyncSession) -> None:
-    """Tell every dispatcher to rebuild its index (it sees the bump once the caller commits)."""
-    await session.execute(
-        update(IndexVersionRow)
-        .where(IndexVersionRow.id == 1)
-        .values(version=IndexVersionRow.version + 1)
-    )
+async def bump_version(session: AsyncSession, *, files: Collection[int] | None) -> int:
+    """Tell every dispatcher that its index changed (they see it once the caller commits);
+    the new version.
+
+    ``files``: the ids of the origin files whose facts changed (the file itself, a mirror's
+    difference or a re-check of it, including files deleted); ``()`` when only mirrors
+    changed; None when anything may have (dispatchers rebuild in full).
+    """
+    version: int = (
+        await session.execute(
+            update(IndexVersionRow)
+            .where(IndexVersionRow.id == 1)
+            .values(version=IndexVersionRow.version + 1)
+            .returning(IndexVersionRow.version)
+        )
+    ).scalar_one()
+    await changelog.record(session, version, files)
     if session.get_bind().dialect.name == "postgresql":
         # Delivered at commit (and dropped on rollback): wakes the dispatchers' listeners
         # (mirrorhub/notify.py) at once instead of at their next periodic check.
         await session.execute(text("SELECT pg_notify('mirrorhub_index', '')"))
-
-
-# --- the index source ---
-
-
-async def load_index_source(session: AsyncSession) -> IndexSource:
-    """Everything the in-memory index is built from.
-
-    The version is read first: if a writer commits while the rest is read, the next refresh
-    sees a newer version and rebuilds, so a snapshot is never labelled newer than its data.
-    Files and diffs are read as plain tuples of the needed columns, a page at a time, with no
-    ORM object per row (about 2 s of CPU for 1,000,000 files on SQLite or PostgreSQL here).
-    """
-    version = await current_version(session)
-    mirror_rows = await session.execute(
-        select(MirrorRow, MirrorStateRow)
-        .outerjoin(MirrorStateRow, MirrorStateRow.mirror_id == MirrorRow.id)
-        .order_by(MirrorRow.id)
-    )
-    mirrors = [(row_to_mirror(m), _state(s)) for m, s in mirror_rows]
-    # Pages by primary key (keyset), each one buffered execute() on the Core connection:
-    # measured at 1M files, half the CPU of a yield_per stream and no server-side cursor,
-    # while one single execute() would block the dispatcher's event loop for seconds.
-    conn = await session.connection()
-    files: list[FileTuple] = []
-    file_query = select(
-        OriginFileRow.id,
-        OriginFileRow.path,
-        OriginFileRow.size,
-        OriginFileRow.mtime,
-        OriginFileRow.sha256,
-        OriginFileRow.changed_at,
-    ).order_by(OriginFileRow.id)
-    last_id = None
-    while True:
-        query = file_query if last_id is None else file_query.where(OriginFileRow.id > last_id)
-        # Plain tuples: a Row costs an extra object per file for a million files.
-        page = [(i, p, s, m, h, c) for i, p, s, m, h, c in await conn.execute(query.limit(PAGE))]
-        files.extend(page)
-        if len(page) < PAGE:
-            break
-        last_id = page[-1][0]
-    diffs: list[tuple[int, int]] = []
-    missing: list[tuple[int, int]] = []
-    diff_key = tuple_(MirrorFileDiffRow.mirror_id, MirrorFileDiffRow.file_id)
-    diff_query = select(
-        MirrorFileDiffRow.mirror_id, MirrorFileDiffRow.file_id, MirrorFileDiffRow.kind
-    ).order_by(MirrorFileDiffRow.mirror_id, MirrorFileDiffRow.file_id)
-    last_key: tuple[int, int] | None = None
-    while True:
-        dquery = diff_query if last_key is None else diff_query.where(diff_key > tuple_(*last_key))
-        count = 0
-        for mirror_id, file_id, kind in await conn.execute(dquery.limit(PAGE)):
-            count += 1
-            diffs.append((mirror_id, file_id))
-            if kind == "missing":
-                missing.append((mirror_id, file_id))
-        if count < PAGE:
-            break
-        last_key = diffs[-1]
-    confirmations: list[tuple[int, int, float]] = [
-        (m, f, c)
-        for m, f, c in await conn.execute(
-            select(
-                MirrorFileConfirmationRow.mirror_id,
-                MirrorFileConfirmationRow.file_id,
-                MirrorFileConfirmationRow.checked_at,
-            )
-        )
-    ]
-    return IndexSource(
-        version=version,
-        mirrors=mirrors,
-        files=files,
-        diffs=diffs,
-        missing_kinds=missing,
-        confirmations=confirmations,
-    )
+    return version
 
 
 # --- mirrors ---

@@ -1,48 +1,36 @@
-"""The in-memory index the hot path reads: an immutable snapshot swapped whole on change.
+"""The in-memory index the hot path reads.
 
 Memory matters at 1,000,000 files x 200 mirrors, so per-file facts live in flat arrays
 indexed by a file position, and each file's difference set is a small ``bytes`` of mirror
-positions (``array('H')`` past 255 mirrors) rather than a Python set.
+positions (``array('H')`` past position 255) rather than a Python set.
+
+A full build fills a new Index (:mod:`mirrorhub.index.build`); later changes are written
+into the live one file by file (:mod:`mirrorhub.index.delta`). A position means the same
+file for the life of the object (a removed file leaves a hole), so caches and counters
+keyed by position stay valid across changes; only a full rebuild makes a new object.
 """
 
 from __future__ import annotations
 
-import asyncio
 import base64
-import contextlib
 import dataclasses
-import gc
-import ipaddress
 import itertools
-import logging
 import random
-import time
 from array import array
-from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
+from bisect import bisect_left
+from collections import Counter
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from mirrorhub import countries
-from mirrorhub.domain import (
-    Client,
-    Decision,
-    IPAddress,
-    Location,
-    Mirror,
-    MirrorState,
-    Options,
-    OriginFile,
-    OriginReason,
-)
+from mirrorhub.domain import Client, Decision, Location, Options, OriginFile, OriginReason
+from mirrorhub.index.networks import NetworkTable
+from mirrorhub.index.source import FileTuple, IndexConfig, MirrorPair
 from mirrorhub.load import LoadView
-from mirrorhub.paths import glob_regex, parent_dirs, quote_path
+from mirrorhub.paths import name_matcher, parent_dirs, quote_path
 from mirrorhub.selection import (
-    KIND_MISSING,
-    KIND_OUTDATED,
-    Band,
     FastBand,
     FileFacts,
-    MirrorSlot,
     Profile,
     band_walk,
     choose,
@@ -52,157 +40,232 @@ from mirrorhub.selection import (
     rank_mirrors,
 )
 
-# (file id, path, size, mtime, sha256 hex or None, changed_at)
-FileTuple = tuple[int, str, int, int, str | None, float]
 PROFILE_CACHE_SIZE = 16384
 _ORIGIN_REASONS = (None, OriginReason.TOO_SMALL, OriginReason.ORIGIN_ONLY)
 RENDER_CACHE_SIZE = 65536
 BAND_CACHE_SIZE = 262144
 _MISS: Any = object()
-VERSION_CHECK_TIMEOUT = 5.0  # seconds the index-version query may take before "database down"
-log = logging.getLogger(__name__)
+_NO_SHA = "0" * 64
 
 
-@dataclass(frozen=True)
-class IndexSource:
-    """Everything the index is built from, as read from the database in one transaction."""
-
-    version: int
-    mirrors: Sequence[tuple[Mirror, MirrorState]]
-    files: Sequence[FileTuple]
-    diffs: Sequence[tuple[int, int]]  # (mirror id, file id) for each file a mirror lacks
-    missing_kinds: Sequence[tuple[int, int]] = ()  # the (mirror id, file id) diffs of kind missing
-    confirmations: Sequence[tuple[int, int, float]] = ()  # (mirror id, file id, checked at)
-
-
-@dataclass(frozen=True)
-class IndexConfig:
-    band: Band = field(default_factory=Band)
-    alternates: int = 4
-    min_redirect_size: int = 0
-    origin_only_patterns: tuple[str, ...] = ()
-    # (path prefix, seconds), longest prefix first: how long after an origin change a mirror
-    # with the previous version may still serve when no mirror has the new one yet.
-    allow_outdated: tuple[tuple[str, float], ...] = ()
-
-
-class NetworkTable:
-    """Which mirrors' networks contain an address: one dict per (family, prefix length)."""
-
-    def __init__(self, slots: Sequence[MirrorSlot]) -> None:
-        tables: dict[tuple[int, int], dict[int, list[int]]] = {}
-        for slot in slots:
-            for net in slot.mirror.networks:
-                key = (net.version, net.prefixlen)
-                tables.setdefault(key, {}).setdefault(int(net.network_address), []).append(slot.idx)
-        self._tables = [
-            (version, 32 if version == 4 else 128, plen, {k: tuple(v) for k, v in t.items()})
-            for (version, plen), t in sorted(tables.items())
-        ]
-
-    def members(self, address: IPAddress) -> frozenset[int]:
-        if not self._tables:
-            return frozenset()
-        value = int(address)
-        found: set[int] = set()
-        for version, bits, plen, table in self._tables:
-            if version != address.version:
-                continue
-            shift = bits - plen
-            hit = table.get((value >> shift) << shift)
-            if hit:
-                found.update(hit)
-        return frozenset(found)
+class NeedsRebuild(Exception):
+    """A change the live index cannot take in place (a mirror removed, a file id reused)."""
 
 
 class Index:
-    """An immutable snapshot of origin files and mirrors, ready for selection."""
+    """Origin files and mirrors, ready for selection."""
 
-    def __init__(self, source: IndexSource, config: IndexConfig, built_at: float) -> None:
-        self.version = source.version
+    def __init__(
+        self, config: IndexConfig, mirrors: Sequence[MirrorPair], version: int, built_at: float
+    ) -> None:
+        self.version = version
+        self.base_version = version  # of the full build: later versions were applied in place
         self.built_at = built_at
         self.config = config
-        self.slots: tuple[MirrorSlot, ...] = tuple(
-            make_slot(i, m, s, countries.centroid(m.country) if m.country else None)
-            for i, (m, s) in enumerate(source.mirrors)
-        )
-        position_of_mirror = {slot.mirror.id: slot.idx for slot in self.slots}
-        self.networks = NetworkTable(self.slots)
-        self._origin_only = glob_regex(config.origin_only_patterns)
-
-        n = len(source.files)
-        self.paths: list[str] = [""] * n
-        self.sizes = array("q", bytes(8 * n))
-        self.mtimes = array("q", bytes(8 * n))
-        self.changed = array("d", bytes(8 * n))
-        self.sha256 = bytearray(32 * n)
-        self.has_sha = bytearray(n)
+        self._origin_only = name_matcher(config.origin_only_patterns)
+        self.paths: list[str] = []  # "" marks the hole a removed file leaves
+        self.file_ids = array("q")  # ascending: a file id's position by bisection
+        self.sizes = array("q")
+        self.mtimes = array("q")
+        self.changed = array("d")
+        self.sha256 = bytearray()
+        self.has_sha = bytearray()
         # Why each file always comes from the origin (index into _ORIGIN_REASONS; 0 = it
-        # may be redirected): decided once here instead of on every request.
-        self.origin_flags = bytearray(n)
-        min_size = config.min_redirect_size
+        # may be redirected): decided once per file instead of on every request.
+        self.origin_flags = bytearray()
+        self.stamps = array("I")  # bumped when a file's facts change: part of cache keys
         self.positions: dict[str, int] = {}
-        position_of_file: dict[int, int] = {}
-        dirs: set[str] = set()
-        for pos, (fid, path, size, mtime, sha, changed) in enumerate(source.files):
-            self.paths[pos] = path
-            self.sizes[pos] = size
-            self.mtimes[pos] = mtime
-            self.changed[pos] = changed
-            if sha:
-                self.sha256[32 * pos : 32 * pos + 32] = bytes.fromhex(sha)
-                self.has_sha[pos] = 1
-            if size < min_size:
-                self.origin_flags[pos] = 1
-            elif self._origin_only is not None and self._origin_only.match(
-                path[path.rfind("/") + 1 :]
-            ):
-                self.origin_flags[pos] = 2
-            self.positions[path] = pos
-            position_of_file[fid] = pos
-            slash = path.rfind("/")
-            if slash > 0 and path[: slash + 1] not in dirs:
-                dirs.update(parent_dirs(path))
-        self.dirs = frozenset(dirs)
-
-        wide = len(self.slots) > 255
-        grouped: dict[int, list[int]] = {}
-        for mirror_id, file_id in source.diffs:
-            mpos = position_of_mirror.get(mirror_id)
-            fpos = position_of_file.get(file_id)
-            if mpos is not None and fpos is not None:
-                grouped.setdefault(fpos, []).append(mpos)
-        missing = {
-            (position_of_mirror.get(m), position_of_file.get(f)) for m, f in source.missing_kinds
-        }
-        self.bad: list[Sequence[int] | None] = [None] * n
-        self.kinds: list[bytes | None] = [None] * n
-        for fpos, mpositions in grouped.items():
-            mpositions.sort()
-            self.bad[fpos] = array("H", mpositions) if wide else bytes(mpositions)
-            self.kinds[fpos] = bytes(
-                KIND_MISSING if (m, fpos) in missing else KIND_OUTDATED for m in mpositions
-            )
+        self._dir_files: dict[str, int] = {}  # "a/b/" -> live files below it
+        self.bad: list[Sequence[int] | None] = []
+        self.kinds: list[bytes | None] = []
         self.confirmations: dict[int, dict[int, float]] = {}
-        for mirror_id, file_id, checked in source.confirmations:
-            mpos = position_of_mirror.get(mirror_id)
-            fpos = position_of_file.get(file_id)
-            if mpos is not None and fpos is not None:
-                self.confirmations.setdefault(fpos, {})[mpos] = checked
-        self._profiles: dict[tuple[object, ...], Profile] = {}
+        self.live = 0
         self._rendered: dict[int, tuple[bytes, bytes | None]] = {}
-        self._bands: dict[tuple[int, int], FastBand | None] = {}
+        self._bands: dict[tuple[int, int, int], FastBand | None] = {}
         self._serials = itertools.count(1)
+        self._mirrors: tuple[MirrorPair, ...] | None = None
+        self._mirror_ids: list[int] = []  # by position
+        self._mirror_pos: dict[int, int] = {}
+        self.set_mirrors(mirrors)
+
+    # --- mirrors ---
+
+    def reserve_mirrors(self, mirrors: Sequence[MirrorPair]) -> None:
+        """Give mirrors new since the last call a position (difference sets name them) without
+        making them selectable yet: that waits for :meth:`set_mirrors`.
+
+        Raises NeedsRebuild unless the known mirrors keep their positions (new ones come
+        last, as a full build ordered by id would put them).
+        """
+        ids = [m.id for m, _ in mirrors]
+        known = self._mirror_ids
+        if ids[: len(known)] != known:
+            raise NeedsRebuild("a mirror was removed")
+        for mirror_id in ids[len(known) :]:
+            self._mirror_pos[mirror_id] = len(known)
+            known.append(mirror_id)
+
+    def set_mirrors(self, mirrors: Sequence[MirrorPair]) -> bool:
+        """Take the current mirrors; False when nothing changed (caches stay warm)."""
+        mirrors = tuple(mirrors)
+        if mirrors == self._mirrors:
+            return False
+        self.reserve_mirrors(mirrors)
+        self._mirrors = mirrors
+        self.slots = tuple(
+            make_slot(i, m, s, countries.centroid(m.country) if m.country else None)
+            for i, (m, s) in enumerate(mirrors)
+        )
+        self.networks = NetworkTable(self.slots)
         self._asns = frozenset(s.mirror.asn for s in self.slots if s.mirror.asn is not None)
+        self._profiles: dict[tuple[object, ...], Profile] = {}  # rankings read every mirror fact
+        return True
+
+    # --- files ---
+
+    def append_files(self, rows: Sequence[FileTuple]) -> None:
+        """Add files at new positions; ids must ascend past every id already here."""
+        if not rows:
+            return
+        ids = [r[0] for r in rows]
+        last = self.file_ids[-1] if self.file_ids else -1
+        if ids[0] <= last or any(a >= b for a, b in itertools.pairwise(ids)):
+            raise NeedsRebuild("file ids out of order")
+        start = len(self.paths)
+        paths = [r[1] for r in rows]
+        sizes = [r[2] for r in rows]
+        shas = [r[4] for r in rows]
+        self.file_ids.extend(ids)
+        self.paths.extend(paths)
+        self.sizes.extend(sizes)
+        self.mtimes.extend([r[3] for r in rows])
+        self.changed.extend([r[5] for r in rows])
+        self.sha256 += bytes.fromhex("".join([s or _NO_SHA for s in shas]))
+        self.has_sha += bytes([1 if s else 0 for s in shas])
+        min_size, only = self.config.min_redirect_size, self._origin_only
+        if only is None:
+            self.origin_flags += bytes([1 if n < min_size else 0 for n in sizes])
+        else:
+            self.origin_flags += bytes(
+                [
+                    1 if n < min_size else 2 if only(p[p.rfind("/") + 1 :]) else 0
+                    for p, n in zip(paths, sizes, strict=True)
+                ]
+            )
+        self.stamps.extend([0] * len(rows))
+        self.bad.extend([None] * len(rows))
+        self.kinds.extend([None] * len(rows))
+        self.positions.update(zip(paths, range(start, start + len(rows)), strict=True))
+        for parent, count in Counter([p[: p.rfind("/") + 1] for p in paths]).items():
+            self._count_dirs(parent, count)
+        self.live += len(rows)
+
+    def put_file(self, row: FileTuple) -> int:
+        """Add or update one file; its position."""
+        fid, path, size, mtime, sha, changed = row
+        pos = self.position_of_id(fid)
+        if pos is None:
+            self.append_files([row])
+            return len(self.paths) - 1
+        if self.paths[pos] != path:
+            raise NeedsRebuild("a file id changed its path")
+        self.sizes[pos] = size
+        self.mtimes[pos] = mtime
+        self.changed[pos] = changed
+        self.sha256[32 * pos : 32 * pos + 32] = bytes.fromhex(sha or _NO_SHA)
+        self.has_sha[pos] = 1 if sha else 0
+        self.origin_flags[pos] = self._origin_flag(path, size)
+        self.touch(pos)
+        return pos
+
+    def drop_file(self, file_id: int) -> None:
+        """Remove a file, leaving a hole at its position."""
+        pos = self.position_of_id(file_id)
+        if pos is None:
+            return
+        path = self.paths[pos]
+        del self.positions[path]
+        self._count_dirs(path, -1)
+        self.paths[pos] = ""
+        self.has_sha[pos] = 0
+        self.bad[pos] = self.kinds[pos] = None
+        self.confirmations.pop(pos, None)
+        self.touch(pos)
+        self.live -= 1
+
+    def put_diffs(self, pos: int, mirror_ids: Sequence[int], kinds: bytes) -> None:
+        """The mirrors that lack the file at ``pos`` (all of them: replaces what was there)."""
+        where = self._mirror_pos
+        try:
+            found = [where[m] for m in mirror_ids]
+        except KeyError:  # a mirror newer than this index's list: it is not selectable yet
+            pairs = [(where[m], k) for m, k in zip(mirror_ids, kinds, strict=True) if m in where]
+            found, kinds = [p for p, _ in pairs], bytes(k for _, k in pairs)
+        if not found:
+            self.bad[pos] = self.kinds[pos] = None
+            return
+        self.bad[pos] = bytes(found) if max(found) < 256 else array("H", found)
+        self.kinds[pos] = kinds
+
+    def put_diff_positions(self, pos: int, positions: Sequence[int], kinds: bytes) -> None:
+        """Like :meth:`put_diffs` with mirror positions instead of ids (bulk loading)."""
+        self.bad[pos] = positions or None
+        self.kinds[pos] = kinds or None
+
+    def mirror_positions(self) -> dict[int, int]:
+        """Mirror id -> position (a copy)."""
+        return dict(self._mirror_pos)
+
+    def put_confirmations(self, pos: int, confirmed: dict[int, float]) -> None:
+        """Re-checks that saw the current version on mirrors (by mirror id); replaces."""
+        where = self._mirror_pos
+        by_pos = {where[m]: at for m, at in confirmed.items() if m in where}
+        if by_pos:
+            self.confirmations[pos] = by_pos
+        else:
+            self.confirmations.pop(pos, None)
+
+    def position_of_id(self, file_id: int) -> int | None:
+        ids = self.file_ids
+        pos = bisect_left(ids, file_id)
+        if pos < len(ids) and ids[pos] == file_id and self.paths[pos]:
+            return pos
+        return None
+
+    def touch(self, pos: int) -> None:
+        """Forget what was cached about the file at ``pos``."""
+        self.stamps[pos] = (self.stamps[pos] + 1) & 0xFFFFFFFF
+        self._rendered.pop(pos, None)
+
+    def _origin_flag(self, path: str, size: int) -> int:
+        if size < self.config.min_redirect_size:
+            return 1
+        if self._origin_only is not None and self._origin_only(path[path.rfind("/") + 1 :]):
+            return 2
+        return 0
+
+    def _count_dirs(self, path: str, delta: int) -> None:
+        """Count ``delta`` files into every directory above ``path`` ("a/b/c" or "a/b/")."""
+        counts = self._dir_files
+        for parent in parent_dirs(path):
+            left = counts.get(parent, 0) + delta
+            if left > 0:
+                counts[parent] = left
+            else:
+                counts.pop(parent, None)
+
+    @property
+    def dirs(self) -> Iterable[str]:
+        return self._dir_files.keys()
 
     def __len__(self) -> int:
-        return len(self.paths)
+        return self.live
 
     def lookup(self, path: str) -> int | None:
         return self.positions.get(path)
 
     def is_dir(self, path: str) -> bool:
-        return path == "" or path in self.dirs or (path + "/") in self.dirs
+        return path == "" or path in self._dir_files or (path + "/") in self._dir_files
 
     def origin_file(self, pos: int) -> OriginFile:
         sha = self.sha256[32 * pos : 32 * pos + 32].hex() if self.has_sha[pos] else None
@@ -258,7 +321,7 @@ class Index:
         The band (everything but the random draw) is cached per (profile, file): popular
         files asked for from the same region cost a dict lookup and one draw.
         """
-        key = (profile.serial, pos)
+        key = (profile.serial, pos, self.stamps[pos])
         found = self._bands.get(key, _MISS)
         if found is _MISS:
             found = band_walk(
@@ -377,92 +440,3 @@ def _override_location(country: str | None) -> Location | None:
     centroid = countries.centroid(country)
     lat, lon = centroid if centroid else (None, None)
     return Location(country, countries.continent_of(country), lat, lon, None)
-
-
-def build_index(
-    source: IndexSource, config: IndexConfig, clock: Callable[[], float] = time.time
-) -> Index:
-    # A build allocates millions of small objects that all stay alive; letting the cyclic
-    # collector scan them again and again makes the build superlinear, so it waits.
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        return Index(source, config, clock())
-    finally:
-        if enabled:
-            gc.enable()
-
-
-def empty_index(config: IndexConfig, clock: Callable[[], float] = time.time) -> Index:
-    return build_index(IndexSource(version=-1, mirrors=(), files=(), diffs=()), config, clock)
-
-
-def parse_address(text: str) -> IPAddress:
-    address = ipaddress.ip_address(text)
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        return address.ipv4_mapped
-    return address
-
-
-class IndexHolder:
-    """Holds the current snapshot; the refresher swaps in a new one whole."""
-
-    def __init__(self, initial: Index) -> None:
-        self.current = initial
-        self.last_check: float | None = None  # last time the database answered
-        self.last_error: str | None = None  # why the last check failed, if it did
-
-    @property
-    def database_ok(self) -> bool:
-        return self.last_error is None
-
-
-async def refresh_once(
-    holder: IndexHolder,
-    load_version: Callable[[], Awaitable[int]],
-    load_source: Callable[[], Awaitable[IndexSource]],
-    config: IndexConfig,
-    clock: Callable[[], float] = time.time,
-) -> bool:
-    """Rebuild the index when the database's version moved; True when it swapped.
-
-    A database error keeps the last good snapshot and is remembered for the status page.
-    """
-    try:
-        # A database behind a dead link (no RST) would hang the check for the driver's
-        # connect timeout (60 s with asyncpg) while /-/health still said "ok".
-        version = await asyncio.wait_for(load_version(), VERSION_CHECK_TIMEOUT)
-        if version == holder.current.version:
-            holder.last_check, holder.last_error = clock(), None
-            return False
-        source = await load_source()
-    except Exception as exc:  # any failure of the database must leave the snapshot alone
-        holder.last_error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-        log.warning("index refresh failed, keeping version %s: %s", holder.current.version, exc)
-        return False
-    # Building a large index takes seconds; a thread keeps the event loop answering.
-    holder.current = await asyncio.to_thread(build_index, source, config, clock)
-    holder.last_check, holder.last_error = clock(), None
-    return True
-
-
-async def refresh_loop(
-    holder: IndexHolder,
-    load_version: Callable[[], Awaitable[int]],
-    load_source: Callable[[], Awaitable[IndexSource]],
-    config: IndexConfig,
-    interval: float,
-    clock: Callable[[], float] = time.time,
-    wake: asyncio.Event | None = None,
-) -> None:
-    """Check every ``interval`` seconds, or at once when ``wake`` is set (a PostgreSQL
-    notification, see mirrorhub/notify.py); the timed check is the fallback."""
-    while True:
-        if wake is not None:
-            wake.clear()  # before the check: a change committed during it wakes us again
-        await refresh_once(holder, load_version, load_source, config, clock)
-        if wake is None:
-            await asyncio.sleep(interval)
-            continue
-        with contextlib.suppress(asyncio.TimeoutError):
-            await asyncio.wait_for(wake.wait(), interval)

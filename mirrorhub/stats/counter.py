@@ -159,14 +159,15 @@ class StatsCounter(Recorder):
             self.errors += 1
 
     def _resolve(self, version: int) -> Index | None:
-        """The snapshot ``version`` belongs to: the current one, or the one it replaced."""
+        """The index ``version`` belongs to: the current one, or the one it replaced. An
+        index updated in place keeps its positions, so it covers every version from its
+        full build to now."""
         current = self._holder.current
         if current is not self._index:
             self._previous, self._index = self._index, current
-        if self._index.version == version:
-            return self._index
-        if self._previous.version == version:
-            return self._previous
+        for index in (self._index, self._previous):
+            if index.base_version <= version <= index.version:
+                return index
         return None
 
     def _switch_index(self, index: Index) -> None:

@@ -10,10 +10,10 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from mirrorhub.db import repositories
+from mirrorhub.db.index_load import DatabaseLoader
 from mirrorhub.db.session import session_factory
 from mirrorhub.geo import GeoLocator
-from mirrorhub.index import IndexHolder, IndexSource
+from mirrorhub.index import IndexHolder
 from mirrorhub.settings import Settings
 
 
@@ -33,14 +33,8 @@ class AppState:
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
     extras: dict[str, Any] = field(default_factory=dict)
     sessions: async_sessionmaker[AsyncSession] = field(init=False)
+    loader: DatabaseLoader = field(init=False)  # where the index's data comes from
 
     def __post_init__(self) -> None:
         self.sessions = session_factory(self.engine)
-
-    async def load_version(self) -> int:
-        async with self.sessions() as session:
-            return await repositories.current_version(session)
-
-    async def load_source(self) -> IndexSource:
-        async with self.sessions() as session:
-            return await repositories.load_index_source(session)
+        self.loader = DatabaseLoader(self.sessions)

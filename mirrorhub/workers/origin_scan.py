@@ -268,7 +268,7 @@ async def scan_origin(
         for ids in _batched(diff.deleted, batch_size):
             async with sessions() as session, session.begin():
                 await session.execute(delete(ORIGIN_FILES).where(ORIGIN_FILES.c.id.in_(ids)))
-                await bump_version(session)
+                await bump_version(session, files=ids)
         jobs = [HashJob(f, None) for f in diff.new]
         jobs += [HashJob(f, row_id) for row_id, f in diff.changed]
         jobs.sort(key=lambda job: job.file.path)
@@ -433,6 +433,7 @@ class _Writer:
             return
         async with self._sessions() as session, session.begin():
             now = self._clock()  # as late as possible: see the module docstring
+            touched: list[int] = [i for i, _ in self._updates]
             if self._inserts:
                 rows: list[dict[str, Any]] = [
                     {
@@ -444,7 +445,10 @@ class _Writer:
                     }
                     for p, h in self._inserts
                 ]
-                await session.execute(insert(ORIGIN_FILES), rows)
+                inserted = await session.execute(
+                    insert(ORIGIN_FILES).returning(ORIGIN_FILES.c.id), rows
+                )
+                touched.extend(inserted.scalars())
             if self._updates:
                 params: list[dict[str, Any]] = [
                     {
@@ -457,7 +461,7 @@ class _Writer:
                     for i, h in self._updates
                 ]
                 await session.execute(_UPDATE, params)
-            await bump_version(session)
+            await bump_version(session, files=touched)
         self.new += len(self._inserts)
         self.changed += len(self._updates)
         self._inserts, self._updates = [], []

@@ -254,7 +254,7 @@ async def _apply_batch(
     )
     outcomes = [_update_state(states[p.mirror_id], p, settings, origin_trace, now) for p in probes]
     if any(o.changed for o in outcomes):
-        await bump_version(session)
+        await bump_version(session, files=())
     return outcomes
 
 

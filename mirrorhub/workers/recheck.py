@@ -26,7 +26,7 @@ from mirrorhub.db.models import (
     OriginFileRow,
 )
 from mirrorhub.db.repositories import bump_version
-from mirrorhub.paths import glob_regex, quote_path
+from mirrorhub.paths import name_matcher, quote_path
 from mirrorhub.settings import Settings
 from mirrorhub.workers.netpolicy import GuardedTransport, NetPolicyError
 
@@ -100,7 +100,7 @@ async def recheck_all(
             )
         ).all()
         work: list[tuple[int, str, list[StaleFile]]] = []
-        skip = glob_regex(settings.origin_only_patterns)
+        skip = name_matcher(settings.origin_only_patterns)
         for mirror, last_scan in mirrors:
             base = mirror.http_url or mirror.https_url
             if base is None or last_scan is None:
@@ -113,7 +113,7 @@ async def recheck_all(
                 f
                 for f in files
                 if f.size >= settings.min_redirect_size
-                and not (skip and skip.match(f.path.rsplit("/", 1)[-1]))
+                and not (skip and skip(f.path.rsplit("/", 1)[-1]))
             ]
             if files:
                 work.append((mirror.id, base, files))
@@ -166,4 +166,4 @@ async def _store(sessions: Sessions, rows: list[dict[str, float]]) -> None:
                 )
             )
         await session.execute(insert(MirrorFileConfirmationRow), rows)
-        await bump_version(session)
+        await bump_version(session, files={int(row["file_id"]) for row in rows})

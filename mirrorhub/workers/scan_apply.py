@@ -131,8 +131,9 @@ async def _apply_once(
         )
         assert state is not None
         session.add(_scan_row(record))
+        changed: set[int] = set()
         if record.ok:
-            await _replace_diffs(session, record, rows)
+            changed = await _replace_diffs(session, record, rows)
             state.last_good_scan = record.started_at
             state.scan_failed = False
             state.scan_failures = 0
@@ -146,27 +147,34 @@ async def _apply_once(
             state.scan_failed = was_failed or state.scan_failures >= threshold
             bump = state.scan_failed != was_failed
         if bump:
-            await bump_version(session)
+            await bump_version(session, files=changed)
         return Applied(len(rows), state.scan_failures, state.scan_failed, bump)
 
 
 async def _replace_diffs(
     session: AsyncSession, record: ScanRecord, rows: Sequence[DiffRow]
-) -> None:
+) -> set[int]:
+    """Replace the mirror's difference set; the files whose entry changed (for the index
+    change log: dispatchers re-read only those)."""
     mid = record.mirror_id
-    await session.execute(delete(MirrorFileDiffRow).where(MirrorFileDiffRow.mirror_id == mid))
-    # Confirmations older than this scan say nothing the new diff set does not say better.
-    await session.execute(
-        delete(MirrorFileConfirmationRow).where(
-            MirrorFileConfirmationRow.mirror_id == mid,
-            MirrorFileConfirmationRow.checked_at < record.started_at,
+    before = await session.execute(
+        select(MirrorFileDiffRow.file_id, MirrorFileDiffRow.kind).where(
+            MirrorFileDiffRow.mirror_id == mid
         )
     )
+    changed = {f for f, _ in {(f, k) for f, k in before} ^ {(r.file_id, r.kind) for r in rows}}
+    # Confirmations older than this scan say nothing the new diff set does not say better.
+    stale = (MirrorFileConfirmationRow.mirror_id == mid) & (
+        MirrorFileConfirmationRow.checked_at < record.started_at
+    )
+    changed.update(await session.scalars(select(MirrorFileConfirmationRow.file_id).where(stale)))
+    await session.execute(delete(MirrorFileDiffRow).where(MirrorFileDiffRow.mirror_id == mid))
+    await session.execute(delete(MirrorFileConfirmationRow).where(stale))
     if session.get_bind().dialect.name == "postgresql":
         # One statement per batch with the columns as arrays: ~10x faster than executemany.
         for chunk in _chunks(rows, PG_BATCH):
             await session.execute(_PG_INSERT, _columns(mid, chunk))
-        return
+        return changed
     # SQLite: executemany of one prepared statement, no ORM object per row.
     table: Any = MirrorFileDiffRow.__table__
     stmt = insert(table)
@@ -184,6 +192,7 @@ async def _replace_diffs(
                 for r in chunk
             ],
         )
+    return changed
 
 
 _PG_INSERT = text(

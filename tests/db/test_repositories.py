@@ -9,6 +9,7 @@ import pytest
 from sqlalchemy import func, insert, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from mirrorhub.db import index_load
 from mirrorhub.db import repositories as repo
 from mirrorhub.db.models import (
     MirrorFileConfirmationRow,
@@ -100,13 +101,13 @@ async def test_list_and_delete(sessions: async_sessionmaker[AsyncSession]) -> No
 async def test_version_counter(sessions: async_sessionmaker[AsyncSession]) -> None:
     async with sessions() as session:
         assert await repo.current_version(session) == 0
-        await repo.bump_version(session)
-        await repo.bump_version(session)
+        await repo.bump_version(session, files=None)
+        await repo.bump_version(session, files=None)
         assert await repo.current_version(session) == 2
         await session.rollback()
     async with sessions() as session:
         assert await repo.current_version(session) == 0  # repositories never commit
-        await repo.bump_version(session)
+        await repo.bump_version(session, files=None)
         await session.commit()
     async with sessions() as session:
         assert await repo.current_version(session) == 1
@@ -114,7 +115,7 @@ async def test_version_counter(sessions: async_sessionmaker[AsyncSession]) -> No
 
 async def test_empty_index_source(sessions: async_sessionmaker[AsyncSession]) -> None:
     async with sessions() as session:
-        source = await repo.load_index_source(session)
+        source = await index_load.load_index_source(session)
     assert (source.version, list(source.mirrors), list(source.files), list(source.diffs)) == (
         0,
         [],
@@ -177,11 +178,11 @@ async def test_index_source_holds_every_mirror_file_and_diff(
             insert(MirrorFileConfirmationRow),
             [{"mirror_id": up_id, "file_id": 9, "checked_at": 1700000100.0}],
         )
-        await repo.bump_version(session)
+        await repo.bump_version(session, files=None)
         await session.commit()
 
     async with sessions() as session:
-        source = await repo.load_index_source(session)
+        source = await index_load.load_index_source(session)
 
     assert source.version == 1
     assert [(m.name, m.enabled) for m, _ in source.mirrors] == [("up", True), ("off", False)]

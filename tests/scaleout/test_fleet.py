@@ -18,7 +18,14 @@ from sqlalchemy import text
 from mirrorhub import fleet
 from mirrorhub.db import repositories
 from mirrorhub.db.session import create_engine, session_factory
-from mirrorhub.index import IndexConfig, IndexHolder, IndexSource, empty_index, refresh_loop
+from mirrorhub.index import (
+    IndexConfig,
+    IndexHolder,
+    IndexSource,
+    SourceLoader,
+    empty_index,
+    refresh_loop,
+)
 from mirrorhub.notify import IndexListener
 from mirrorhub.settings import Settings
 from mirrorhub.web.app import create_app
@@ -99,7 +106,9 @@ async def test_refresh_loop_wakes_at_once(tmp_path: Path) -> None:
     holder = IndexHolder(empty_index(IndexConfig()))
     wake = asyncio.Event()
     task = asyncio.create_task(
-        refresh_loop(holder, load_version, load_source, IndexConfig(), 3600.0, wake=wake)
+        refresh_loop(
+            holder, SourceLoader(load_version, load_source), IndexConfig(), 3600.0, wake=wake
+        )
     )
     await asyncio.sleep(0.05)
     assert len(checks) == 1
@@ -114,7 +123,7 @@ async def _bump(db_url: str) -> None:
     engine = create_engine(db_url)
     try:
         async with session_factory(engine).begin() as session:
-            await repositories.bump_version(session)
+            await repositories.bump_version(session, files=None)
     finally:
         await engine.dispose()
 
@@ -145,7 +154,7 @@ async def test_listener_wakes_on_bump_version(db_url: str) -> None:
         listener.event.clear()
         engine = create_engine(db_url)
         async with session_factory(engine)() as session:
-            await repositories.bump_version(session)
+            await repositories.bump_version(session, files=None)
             await session.rollback()
         await engine.dispose()
         with pytest.raises(asyncio.TimeoutError):

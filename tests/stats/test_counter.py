@@ -187,7 +187,7 @@ async def test_requests_in_flight_during_an_index_swap_use_their_own_snapshot(
     old = app.holder.current
     config = old.config
     # The new snapshot puts other files at the old positions.
-    files = [(9, "pub/new.iso", 7_000, 1, None, 10.0), *FILES]
+    files = [(0, "pub/new.iso", 7_000, 1, None, 10.0), *FILES]  # id 0 comes first
     app.holder.current = build_index(IndexSource(2, [(m, UP) for m in MIRRORS], files, []), config)
     ctx_old = app.context({"client": ("127.0.0.1", 1), "headers": [], "scheme": "http"}, old)[0]
     ctx_new = app.context(

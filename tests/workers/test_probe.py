@@ -20,6 +20,7 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from mirrorhub.db.index_load import load_index_source
 from mirrorhub.db.models import (
     MirrorFileDiffRow,
     MirrorRow,
@@ -27,7 +28,7 @@ from mirrorhub.db.models import (
     OriginFileRow,
     ProbeResultRow,
 )
-from mirrorhub.db.repositories import current_version, load_index_source
+from mirrorhub.db.repositories import current_version
 from mirrorhub.domain import Client, Health, Options, Reason, Scheme
 from mirrorhub.index import IndexConfig, build_index
 from mirrorhub.settings import Settings

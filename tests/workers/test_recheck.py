@@ -10,7 +10,7 @@ from sqlalchemy import insert, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from mirrorhub import services
-from mirrorhub.db import repositories
+from mirrorhub.db import index_load, repositories
 from mirrorhub.db.models import MirrorFileConfirmationRow, MirrorStateRow, OriginFileRow
 from mirrorhub.domain import Client, Options, Reason
 from mirrorhub.index import IndexConfig, build_index, parse_address
@@ -69,7 +69,7 @@ async def test_recheck_confirms_only_mirrors_with_the_new_version(
             rows = (await s.execute(select(MirrorFileConfirmationRow))).scalars().all()
             assert [(r.mirror_id, r.file_id, r.checked_at) for r in rows] == [(1, 1, 3000.0)]
             assert await repositories.current_version(s) == version_before + 1
-            source = await repositories.load_index_source(s)
+            source = await index_load.load_index_source(s)
         index = build_index(source, IndexConfig())
         client = Client(parse_address("192.0.2.1"))
         d = index.decide(
