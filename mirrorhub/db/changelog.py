@@ -6,6 +6,7 @@ Dispatchers read the entries after their own version and re-read only those file
 
 from __future__ import annotations
 
+import itertools
 import sys
 import time
 import zlib
@@ -22,8 +23,10 @@ MAX_LISTED_FILES = 200_000  # a wider change is logged as "everything" (a rebuil
 
 
 def pack_ids(ids: Collection[int]) -> bytes:
-    """Sorted ids as little-endian int64, compressed (neighbouring ids compress well)."""
-    packed = array("q", sorted(ids))
+    """Sorted ids as the gaps between them, little-endian int64, compressed: neighbouring
+    ids (a release's files) become runs of small numbers (100,000 in a row: about 4 KB)."""
+    ordered = sorted(ids)
+    packed = array("q", [b - a for a, b in itertools.pairwise([0, *ordered])])
     if sys.byteorder == "big":  # pragma: no cover - every machine we run on is little-endian
         packed.byteswap()
     return zlib.compress(packed.tobytes(), 1)
@@ -34,7 +37,7 @@ def unpack_ids(data: bytes) -> Sequence[int]:
     packed.frombytes(zlib.decompress(data))
     if sys.byteorder == "big":  # pragma: no cover
         packed.byteswap()
-    return packed
+    return list(itertools.accumulate(packed))
 
 
 async def record(
