@@ -445,6 +445,10 @@ class FastBand:
     member_names: tuple[str, ...] = ()
     spill_caps: tuple[float, ...] = ()
     spill_names: tuple[str, ...] = ()
+    # by_capacity + others, cut to what an answer with ``head_alternates`` alternates can
+    # list after any chosen mirror (one more than that): the alternates are read from here.
+    head: tuple[int, ...] = ()
+    head_alternates: int = -1
 
 
 def band_walk(
@@ -510,6 +514,8 @@ def band_walk(
         tuple(names[i] for i in members),
         tuple(float(caps[i]) for i in spill),
         tuple(names[i] for i in spill),
+        tuple((by_capacity + others)[: alternates + 1]),
+        alternates,
     )
 
 
@@ -520,28 +526,61 @@ def pick_in_band(
     load: LoadView | None = None,
     size: int = 0,
 ) -> list[int]:
-    """Draw the mirror (capacity-weighted, held back by load), then list the alternates."""
-    if load is None or not load.warm:
+    """Draw the mirror (capacity-weighted, held back by load), then list the alternates.
+
+    With a warm load view, the band's factors are computed first. When none holds a member
+    back, or when every member and every spill candidate is held back entirely (factor 0:
+    overload is shared at nominal weights), :func:`~mirrorhub.load.weighted_pick` makes the
+    plain capacity-weighted draw (one ``rng.random()``, the same point on the same running
+    sums), so that draw is made here. Otherwise all factors go to ``weighted_pick``.
+    """
+    first = -1
+    if load is not None and load.warm:
+        band_f = load_factors(load, found.member_names, size)
+        if band_f.count(1.0) != len(band_f):
+            spill_f = load_factors(load, found.spill_names, size)
+            if any(band_f) or any(spill_f):
+                in_band, k = weighted_pick(
+                    found.member_caps, band_f, found.spill_caps, spill_f, rng
+                )
+                first = found.members[k] if in_band else found.others[k]
+    if first < 0:
         cumulative = found.cumulative
         n = bisect.bisect_right(cumulative, rng.random() * cumulative[-1])
         first = found.members[min(n, len(cumulative) - 1)]
-    else:
-        in_band, k = weighted_pick(
-            found.member_caps,
-            [load.factor_for(name, size) for name in found.member_names],
-            found.spill_caps,
-            [load.factor_for(name, size) for name in found.spill_names],
-            rng,
-        )
-        first = found.members[k] if in_band else found.others[k]
     order = [first]
-    for i in found.by_capacity:
-        if i != first:
-            order.append(i)
-    for i in found.others:
+    # The alternates: band members by capacity, then the candidates after the band.
+    head = found.head if found.head_alternates >= alternates else found.by_capacity + found.others
+    for i in head:
         if i != first:
             order.append(i)
     return order[: alternates + 1]
+
+
+def load_factors(load: LoadView, names: Sequence[str], nbytes: int) -> list[float]:
+    """``[load.factor_for(name, nbytes) for name in names]``, the same arithmetic in one loop.
+
+    The hot path asks for up to 16 factors per redirect while mirrors are warm; one Python
+    call per name (plus :func:`~mirrorhub.load.load_factor` and ``min``) cost ~1 µs each.
+    tests/web/test_redirect.py holds this equal to ``LoadView.factor_for``.
+    """
+    capacities, mbps, factors = load.capacities, load.mbps, load.factors
+    soft, hard = load.soft, load.hard
+    extra = nbytes * 8 / 1e6 / load.window
+    out = []
+    for name in names:
+        f = factors.get(name, 1.0)
+        if f == 0.0:  # held back entirely: min(0.0, anything load_factor gives) is 0.0
+            out.append(f)
+            continue
+        capacity = capacities.get(name)
+        if capacity:
+            u = (mbps.get(name, 0.0) + extra) / capacity
+            held = 1.0 if u <= soft else 0.0 if u >= hard else (hard - u) / (hard - soft)
+            if held < f:  # min(f, held), which keeps f on a tie
+                f = held
+        out.append(f)
+    return out
 
 
 def _in_band(distance: float | None, limit: float | None) -> bool:

@@ -11,19 +11,24 @@ from pathlib import Path
 
 import httpx
 import pytest
+from hypothesis import given
+from hypothesis import settings as hypothesis_settings
+from hypothesis import strategies as st
 from starlette.applications import Starlette
 from starlette.responses import PlainTextResponse
 from starlette.routing import Route
 
-from mirrorhub.domain import Health, Mirror, MirrorState
+from mirrorhub.domain import Client, Health, Location, Mirror, MirrorState, Options
 from mirrorhub.geo import GeoLocator
 from mirrorhub.index import IndexConfig, IndexHolder, IndexSource, build_index
-from mirrorhub.selection import Band
+from mirrorhub.load import LoadView
+from mirrorhub.selection import Band, load_factors
 from mirrorhub.settings import Settings
 from mirrorhub.web.origin import OriginServer
 from mirrorhub.web.redirect import Dispatcher
 from mirrorhub.web.views import Views
 from tests.geo_helpers import build_asn, build_city
+from tests.test_fast_path import worlds
 
 UP = MirrorState(Health.UP, last_good_scan=1000.0)
 ISO = b"x" * 10_000
@@ -226,3 +231,63 @@ async def test_json_view_shows_the_decision_and_reasons(geo: GeoLocator, tmp_pat
         "fr1": "outdated",
     }
     assert body["client"]["country"] == "DE"
+
+
+NAMES = st.sampled_from([f"m{i}" for i in range(1, 13)])
+UTILISATION = st.sampled_from([0.0, 0.3, 0.5, 0.89, 0.9, 0.93, 0.97, 0.98, 1.5])
+
+
+@hypothesis_settings(max_examples=300, deadline=None)
+@given(
+    st.dictionaries(NAMES, st.sampled_from([0.0, 0.25, 0.9, 1.0]), max_size=6),
+    st.dictionaries(NAMES, UTILISATION, max_size=12),
+    st.dictionaries(NAMES, st.integers(0, 40_000), max_size=12),
+    st.lists(NAMES, max_size=16),
+    st.sampled_from([0, 10_000, 700_000_000, 4_000_000_000]),
+    st.sampled_from([10.0, 60.0]),
+)
+def test_hot_path_load_factors_equal_factor_for(
+    factors: dict[str, float],
+    utilisation: dict[str, float],
+    capacities: dict[str, int],
+    names: list[str],
+    size: int,
+    window: float,
+) -> None:
+    """selection.load_factors repeats LoadView.factor_for's arithmetic in one loop."""
+    mbps = {m: u * capacities.get(m, 1000) for m, u in utilisation.items()}
+    view = LoadView(factors, mbps, capacities, window=window)
+    assert load_factors(view, names, size) == [view.factor_for(n, size) for n in names]
+
+
+@hypothesis_settings(max_examples=200, deadline=None)
+@given(
+    worlds(),
+    st.integers(0, 2**32),
+    st.dictionaries(NAMES, UTILISATION, max_size=12),
+    st.dictionaries(NAMES, st.sampled_from([0.0, 0.5]), max_size=4),
+    st.sampled_from([1e-4, 60.0]),
+)
+def test_fast_pick_equals_decide_with_capacities_near_their_limit(  # type: ignore[no-untyped-def]
+    world, seed, utilisation, factors, window
+) -> None:
+    """As tests/test_fast_path.py, with a load view that knows capacities and traffic, so
+    that the hot path's own factor loop and its plain-draw shortcut are exercised (a 10 kB
+    file in a 0.1 ms window adds 800 Mbit/s: enough to tip a mirror over)."""
+    source, config = world
+    capacities = {m.name: m.capacity for m, _ in source.mirrors}
+    mbps = {m: u * capacities[m] for m, u in utilisation.items() if m in capacities}
+    load = LoadView(factors, mbps, capacities, window=window)
+    index = build_index(source, config)
+    client = Client(ipaddress.ip_address("192.0.2.7"), Location("DE", "EU", 52.5, 13.4, 64500))
+    profile = index.profile(client, Options())
+    for pos in range(len(index)):
+        rng = random.Random(seed)
+        full = index.decide(pos, client, Options(), rng, full=False, now=240.0, load=load)
+        fast = index.fast_pick(pos, profile, random.Random(seed), 240.0, load)
+        if full.chosen is None:
+            assert fast is None
+            continue
+        assert fast is not None
+        assert [profile.names[i].decode() for i in fast[0]] == [c.mirror.name for c in full.ranked]
+        assert fast[1] == full.chosen.maybe_outdated
