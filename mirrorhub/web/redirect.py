@@ -155,7 +155,7 @@ class Dispatcher:
             if picks is not None:
                 await self.redirect(index, pos, ctx.profile, picks, send)
                 if recorder is not None:
-                    name = ctx.profile.ranked[picks[0][0]].slot.mirror.name
+                    name = ctx.profile.mirror_names[picks[0][0]]
                     recorder.record(Outcome.MIRROR, name, pos, ctx, scope, started)
                 return
         # Views, origin-only files and files no mirror holds: the full decision.
