@@ -7,7 +7,14 @@ directly with ASGI scopes shaped like uvicorn's and a ``send`` that does nothing
 figures exclude HTTP parsing and socket I/O. Reports the whole ``Dispatcher.__call__`` and its
 stages (parse = path + client address + GeoIP, lookup, decide = selection, link headers),
 cold (first pass: empty GeoIP and profile caches) and warm (median of later passes).
-``--profile`` adds a cProfile listing of one warm pass. Results: bench/results/hotpath.json.
+
+The dispatcher is the one ``create_app`` builds, measured three ways in alternating passes
+(CPU time): alone (no recorders, no load view: the figure of earlier runs), with the
+recorders the app registers (statistics, load estimate, metrics), and with those plus a
+capacity-aware load view as a server under wrk has it: the window estimate the first pass
+left, scaled to ``--load-rate`` requests/s (10,000: what bench/redirect.py drives; every
+mirror is then over capacity). ``--profile`` adds a cProfile listing of one warm pass of the
+last. Results: bench/results/hotpath.json.
 """
 
 from __future__ import annotations
@@ -24,7 +31,7 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -36,14 +43,12 @@ if __package__ in (None, ""):  # run as a script: make "bench" importable
 from bench.synth import build_database, client_addresses, request_path, write_geoip
 from mirrorhub.db import index_load
 from mirrorhub.db.session import create_engine, session_factory
-from mirrorhub.geo import GeoLocator
-from mirrorhub.index import IndexHolder, build_index
+from mirrorhub.index import build_index
+from mirrorhub.load import LoadView, make_view
 from mirrorhub.paths import normalize_path
 from mirrorhub.settings import Settings
-from mirrorhub.web.app import index_config
-from mirrorhub.web.origin import OriginServer
+from mirrorhub.web.app import create_app, index_config
 from mirrorhub.web.redirect import Dispatcher
-from mirrorhub.web.views import Views
 
 RESULTS = Path(__file__).resolve().parent / "results"
 PASSES = 3
@@ -86,6 +91,57 @@ async def per_call(scopes: list[dict[str, Any]], app: Dispatcher) -> float:
     return (time.perf_counter() - started) / len(scopes) * 1e6
 
 
+async def cpu_per_call(scopes: list[dict[str, Any]], app: Dispatcher) -> float:
+    started = time.process_time()
+    for scope in scopes:
+        await app(scope, _receive, _noop_send)
+    return (time.process_time() - started) / len(scopes) * 1e6
+
+
+async def server_like(
+    app: Dispatcher, scopes: list[dict[str, Any]], redirects: int, rate: float
+) -> tuple[dict[str, Any], LoadView]:
+    """The dispatcher alone, with the app's recorders, and with recorders + a load view,
+    in alternating passes (the cold pass already ran with the recorders)."""
+    state = app.inner.state.mirrorhub  # type: ignore[attr-defined]
+    recorder = app.recorder
+    estimator = state.extras["load_estimator"]
+    index = app.holder.current
+    capacities = {s.mirror.name: s.mirror.capacity for s in index.slots}
+    # The first pass's bytes per mirror, as if this request mix ran at ``rate`` per second
+    # for the whole window (what the server's estimate holds under wrk).
+    scale = rate * estimator.window / max(redirects, 1)
+    view = make_view(
+        {m: v * scale for m, v in estimator.mbps().items()},
+        {},
+        capacities,
+        window=estimator.window,
+    )
+    for r in state.extras.get("recorders", []):
+        if hasattr(r, "view"):
+            r.view = view  # the LoadRecorder adds each redirect to the view it shares
+    modes: dict[str, tuple[Any, Any]] = {
+        "dispatcher_alone": (None, None),
+        "with_recorders": (recorder, None),
+        "with_recorders_and_load_view": (recorder, view),
+    }
+    times: dict[str, list[float]] = {name: [] for name in modes}
+    for _ in range(PASSES + 2):
+        for name, (rec, load) in modes.items():
+            app.recorder, app.load = rec, load
+            times[name].append(await cpu_per_call(scopes, app))
+    figures = {
+        "cpu_us_warm": {name: round(statistics.median(t), 1) for name, t in times.items()},
+        "load_view": {
+            "warm_mirrors": len(view.warm),
+            "held_back": len(view.factors),
+            "held_back_entirely": sum(1 for f in view.factors.values() if f == 0.0),
+            "rate": rate,
+        },
+    }
+    return figures, view
+
+
 def per_item(items: list[Any], fn: Callable[[Any], object]) -> float:
     started = time.perf_counter()
     for item in items:
@@ -93,9 +149,17 @@ def per_item(items: list[Any], fn: Callable[[Any], object]) -> float:
     return (time.perf_counter() - started) / len(items) * 1e6
 
 
-async def measure(app: Dispatcher, scopes: list[dict[str, Any]], profile: bool) -> dict[str, Any]:
+async def measure(
+    app: Dispatcher, scopes: list[dict[str, Any]], profile: bool, rate: float
+) -> dict[str, Any]:
     holder = app.holder
-    cold = await per_call(scopes, app)
+    recorder = app.recorder
+    cold = await per_call(scopes, app)  # with the recorders: they feed the load estimate
+    redirected_cold = sum(
+        1 for s in scopes if holder.current.lookup(normalize_path(s["path"])) is not None
+    )
+    modes, view = await server_like(app, scopes, redirected_cold, rate)
+    app.recorder, app.load = None, None
     warm = statistics.median([await per_call(scopes, app) for _ in range(PASSES)])
     index = holder.current
     paths = [normalize_path(s["path"]) for s in scopes]
@@ -126,12 +190,14 @@ async def measure(app: Dispatcher, scopes: list[dict[str, Any]], profile: bool) 
     found = sum(p is not None for p in positions)
     redirected = sum(p is not None for p in picks)
     if profile:
+        app.recorder, app.load = recorder, view
         profiler = cProfile.Profile()
         profiler.enable()
         await per_call(scopes, app)
         profiler.disable()
         pstats.Stats(profiler).sort_stats("tottime").print_stats(25)
     return {
+        **modes,
         "dispatcher_cold_us": round(cold, 1),
         "dispatcher_warm_us": round(warm, 1),
         "stages_warm_us": {k: round(v, 1) for k, v in stages.items()},
@@ -142,21 +208,16 @@ async def measure(app: Dispatcher, scopes: list[dict[str, Any]], profile: bool) 
 
 
 async def build_app(workdir: Path, settings: Settings) -> Dispatcher:
+    """The app's dispatcher (with its recorders), holding an index built from the database."""
     engine = create_engine(settings.database_url)
     try:
         async with session_factory(engine)() as session:
             source = await index_load.load_index_source(session)
     finally:
         await engine.dispose()
-    holder = IndexHolder(build_index(source, index_config(settings)))
-    geo = GeoLocator(settings.geoip_city_db, settings.geoip_asn_db)
-
-    async def inner(scope: Any, receive: Callable[[], Awaitable[Any]], send: Any) -> None:
-        raise AssertionError("no /-/ requests here")
-
-    return Dispatcher(
-        settings, holder, geo, inner, OriginServer(settings), random.Random(1), Views()
-    )
+    app = create_app(settings, rng=random.Random(1))
+    app.holder.current = build_index(source, index_config(settings))
+    return app
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -167,6 +228,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--samples", type=int, default=10_000)
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--profile", action="store_true", help="print a cProfile listing")
+    parser.add_argument(
+        "--load-rate",
+        type=float,
+        default=10_000.0,
+        help="requests/s the load view assumes for this request mix (see the docstring)",
+    )
     parser.add_argument("--output", type=Path, default=RESULTS / "hotpath.json")
     args = parser.parse_args(argv)
     workdir = Path(tempfile.mkdtemp(prefix="mirrorhub-bench-hotpath-"))
@@ -193,7 +260,7 @@ def main(argv: list[str] | None = None) -> int:
             origin_url="http://origin.example.org/",
         )
         app = asyncio.run(build_app(workdir, settings))
-        figures = asyncio.run(measure(app, scopes, args.profile))
+        figures = asyncio.run(measure(app, scopes, args.profile, args.load_rate))
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     result = {

@@ -81,41 +81,116 @@ class Server:
         return f"http://127.0.0.1:{self.port}"
 
 
+# Where a sample of the event-loop thread goes: the first rule with a frame on the stack.
+# Frame names as py-spy gives them ("Class.method"; native frames by their C symbol with
+# --native); a mark matches a frame of that name or ending in ".mark", ".record" any frame
+# ending so, "StatsFlusher." any method of the class.
+PROFILE_RULES: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("garbage collector", ("gc_collect_main", "gc_collect_generations")),
+    ("uvicorn: socket write", ("UVStream_write", "UVStream__try_write", "write")),
+    ("uvicorn: keep-alive timer, flow control", ("HttpToolsProtocol.on_response_complete",)),
+    ("uvicorn: send() (header checks, status line)", ("RequestResponseCycle.send",)),
+    ("dispatcher: recorders (stats, load, metrics)", ("FanOut.record", ".record")),
+    ("dispatcher: path (normalize_path)", ("normalize_path",)),
+    ("dispatcher: client context", ("Dispatcher.context",)),
+    ("dispatcher: pick (band cache, draw, load factors)", ("Index.fast_pick",)),
+    ("dispatcher: render headers", ("Dispatcher.redirect",)),
+    ("dispatcher: rest of __call__", ("Dispatcher.__call__",)),
+    ("uvicorn: run_asgi, task", ("RequestResponseCycle.run_asgi",)),
+    ("httptools parse, scope, task creation", ("HttpToolsProtocol.data_received",)),
+    ("background: statistics flush", ("StatsFlusher.",)),
+    ("background: load sync", ("_sync_loop", "exchange")),
+    ("background: index refresh", ("refresh_loop", "refresh_once")),
+)
+MAIN_THREAD_MARKS = ("Runner.run", "run_until_complete", "uv_run", "Loop__run")
+
+
+def classify(frames: list[str]) -> str:
+    names = set(frames)
+    for label, marks in PROFILE_RULES:
+        for mark in marks:
+            if mark.startswith("."):
+                hit = any(f.endswith(mark) for f in names)
+            elif mark.endswith("."):
+                hit = any(f.startswith(mark) or ("." + mark) in f for f in names)
+            else:
+                hit = mark in names or any(f.endswith("." + mark) for f in names)
+            if hit:
+                return label
+    return "event loop (epoll, read, callbacks)"
+
+
+def thread_cpu(pid: int) -> dict[int, float]:
+    """CPU seconds of each thread of a process."""
+    out = {}
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        with contextlib.suppress(OSError):
+            out[int(task.name)] = cpu_seconds_path(task / "stat")
+    return out
+
+
 def profile_server(
-    server: Server, lua: Path, workdir: Path, duration: int, opts: dict[str, int]
-) -> None:
-    """Sample the server with py-spy during one more wrk run; print the top functions."""
-    raw = workdir / "profile.txt"
+    server: Server, lua: Path, workdir: Path, duration: int, opts: dict[str, int], native: bool
+) -> dict[str, Any]:
+    """Sample the server with py-spy during one more wrk run; break the event-loop thread's
+    time down by stage (µs per request = share of its samples x its CPU time per request)."""
+    raw = workdir / f"profile-{server.name}.txt"
+    mode = ["--native"] if native else ["--nonblocking"]
     spy = subprocess.Popen(
-        ["py-spy", "record", "--pid", str(server.process.pid), "--duration", str(duration),
-         "--format", "raw", "--output", str(raw), "--nonblocking"],
+        [py_spy(), "record", "--pid", str(server.process.pid), "--duration", str(duration),
+         "--rate", "250", "--format", "raw", "--output", str(raw), *mode],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
-    run_wrk(server, lua, duration=duration, **opts)
+    before = thread_cpu(server.process.pid)
+    result = run_wrk(server, lua, duration=duration, **opts)
+    after = thread_cpu(server.process.pid)
     spy.wait(duration + 30)
+    main_cpu = after.get(server.process.pid, 0.0) - before.get(server.process.pid, 0.0)
+    other_cpu = sum(v - before.get(k, 0.0) for k, v in after.items() if k != server.process.pid)
+    requests = result["requests"]
+    shares: dict[str, int] = {}
     own: dict[str, int] = {}
-    inclusive: dict[str, int] = {}
     total = 0
     for line in raw.read_text().splitlines():
         stack, _, count = line.rpartition(" ")
         frames = [f.split(" (")[0] for f in stack.split(";")]
-        own[frames[-1]] = own.get(frames[-1], 0) + int(count)
-        for name in set(frames):
-            inclusive[name] = inclusive.get(name, 0) + int(count)
-        total += int(count)
-    outside: dict[str, int] = {}
-    for line in raw.read_text().splitlines():
-        stack, _, count = line.rpartition(" ")
-        if "Runner.run" not in stack:
-            key = ";".join(f.split(" (")[0] for f in stack.split(";")[-4:])
-            outside[key] = outside.get(key, 0) + int(count)
-    print("py-spy: samples outside the event loop thread:")
-    for name, count in sorted(outside.items(), key=lambda kv: -kv[1])[:8]:
-        print(f"  {count / max(total, 1):6.1%}  {name}")
-    for title, table in (("own", own), ("inclusive", inclusive)):
-        print(f"py-spy: {total} samples; functions by {title} time:")
-        for name, count in sorted(table.items(), key=lambda kv: -kv[1])[:25]:
-            print(f"  {count / total:6.1%}  {name}")
+        if not any(m in frames for m in MAIN_THREAD_MARKS):
+            continue
+        n = int(count)
+        total += n
+        label = classify(frames)
+        shares[label] = shares.get(label, 0) + n
+        own[frames[-1]] = own.get(frames[-1], 0) + n
+    main_us = main_cpu / requests * 1e6
+    table = {
+        label: {"share": round(n / total, 3), "us_per_request": round(n / total * main_us, 1)}
+        for label, n in sorted(shares.items(), key=lambda kv: -kv[1])
+    }
+    print(
+        f"py-spy {server.name}: {requests:,} requests under the profiler "
+        f"({result['rps']:.0f} req/s), event-loop thread {main_us:.1f} us/request, "
+        f"other threads {other_cpu / requests * 1e6:.1f} us/request; {total} samples"
+    )
+    for label, row in table.items():
+        print(f"  {row['share']:6.1%}  {row['us_per_request']:6.1f} us  {label}")
+    print("  busiest functions (own samples):")
+    for name, n in sorted(own.items(), key=lambda kv: -kv[1])[:12]:
+        print(f"  {n / total:6.1%}  {name}")
+    return {
+        "native": native,
+        "requests": requests,
+        "rps": round(result["rps"], 1),
+        "samples": total,
+        "event_loop_thread_us_per_request": round(main_us, 1),
+        "other_threads_us_per_request": round(other_cpu / requests * 1e6, 1),
+        "stages": table,
+    }
+
+
+def py_spy() -> str:
+    """py-spy from the venv (``pip install py-spy``) or the PATH."""
+    beside = Path(sys.executable).parent / "py-spy"
+    return str(beside) if beside.exists() else shutil.which("py-spy") or "py-spy"
 
 
 def free_port() -> int:
@@ -254,8 +329,11 @@ end
 
 def cpu_seconds(pid: int) -> float:
     """User + system CPU time of a process, from /proc/<pid>/stat."""
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
+    return cpu_seconds_path(Path(f"/proc/{pid}/stat"))
+
+
+def cpu_seconds_path(stat: Path) -> float:
+    fields = stat.read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
 
 
@@ -393,6 +471,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--clients", type=int, default=5_000, help="distinct client addresses")
     parser.add_argument("--samples", type=int, default=10_000, help="(path, client) pairs")
     parser.add_argument("--no-bare-full", action="store_true", help="skip the bare-full app")
+    parser.add_argument(
+        "--variant",
+        action="append",
+        default=[],
+        metavar="NAME=JSON",
+        help="one more mirrorhub server in the rounds, with settings/experiment switches "
+        'merged into its config (see bench/server.py), e.g. \'no-load={"experiment": '
+        '{"load_sync": false}}\' or \'links-2={"settings": {"link_alternates": 1}}\'',
+    )
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory")
     parser.add_argument(
@@ -400,8 +487,26 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="after the rounds, sample mirrorhub with py-spy under load and print hot functions",
     )
+    parser.add_argument(
+        "--profile-app",
+        action="append",
+        help="which servers --profile samples (repeatable; default: bare-full and mirrorhub)",
+    )
+    parser.add_argument(
+        "--profile-native",
+        action="store_true",
+        help="py-spy --native (C frames too: httptools, uvloop, the collector; pauses the "
+        "server for each sample, so figures under it are slower)",
+    )
     parser.add_argument("--output", type=Path, default=RESULTS / "redirect.json")
     args = parser.parse_args(argv)
+    variants: list[tuple[str, dict[str, Any]]] = []
+    for text in args.variant:
+        name, sep, extra = text.partition("=")
+        if not sep or name in ("bare", "bare-full", "mirrorhub"):
+            parser.error(f"--variant {text!r}: want NAME=JSON with a new name")
+        variants.append((name, json.loads(extra)))
+    args.variants = variants
     for name in ("duration", "warmup", "connections", "threads", "rounds", "files", "mirrors"):
         if getattr(args, name) <= 0 and name != "warmup":
             parser.error(f"--{name} must be positive")
@@ -467,6 +572,11 @@ def run(args: argparse.Namespace, workdir: Path, info: dict[str, Any]) -> int:
             wait_ready(full, None)
             check_bare(full)
             order = [bare, full, mirrorhub]
+        for name, extra in args.variants:
+            variant = start_server(name, ["mirrorhub", json.dumps({**config, **extra})], workdir)
+            servers.append(variant)
+            wait_ready(variant, args.files)
+            order.append(variant)
 
         opts = {"threads": args.threads, "connections": args.connections}
         if args.warmup > 0:
@@ -487,8 +597,14 @@ def run(args: argparse.Namespace, workdir: Path, info: dict[str, Any]) -> int:
                     f"statuses {result['statuses']}  errors {result['errors']}",
                     flush=True,
                 )
+        profiles = {}
         if args.profile:
-            profile_server(mirrorhub, lua, workdir, args.duration, opts)
+            wanted = args.profile_app or ["bare-full", "mirrorhub"]
+            for server in order:
+                if server.name in wanted:
+                    profiles[server.name] = profile_server(
+                        server, lua, workdir, args.duration, opts, args.profile_native
+                    )
         wrong = {
             k: v
             for r in runs
@@ -499,6 +615,11 @@ def run(args: argparse.Namespace, workdir: Path, info: dict[str, Any]) -> int:
         if wrong:
             print(f"WARNING: mirrorhub answered non-302 statuses: {wrong}", flush=True)
 
+    counters = {}
+    for server in order:
+        for line in server.log.read_text(errors="replace").splitlines():
+            if line.startswith("BENCH_COUNTERS "):
+                counters[server.name] = json.loads(line[len("BENCH_COUNTERS ") :])
     names = [s.name for s in order]
     summary = summarise(runs, names)
     ratio = summary["mirrorhub"]["rps_median"] / summary["bare"]["rps_median"]
@@ -530,6 +651,21 @@ def run(args: argparse.Namespace, workdir: Path, info: dict[str, Any]) -> int:
         "cpu_ratio_bare_vs_mirrorhub": round(cpu_ratio, 3),
         "runs": runs,
     }
+    if args.variants:
+        result["variants"] = dict(args.variants)
+        result["ratio_vs_bare"] = {
+            name: round(summary[name]["rps_median"] / summary["bare"]["rps_median"], 3)
+            for name in names
+            if name != "bare"
+        }
+    if counters:
+        result["server_counters"] = counters
+    if profiles:
+        result["profile"] = {
+            "command": "py-spy record --rate 250 --format raw "
+            + ("--native" if args.profile_native else "--nonblocking"),
+            **profiles,
+        }
     if "bare-full" in summary:
         result["ratio_mirrorhub_vs_bare_full"] = round(
             summary["mirrorhub"]["rps_median"] / summary["bare-full"]["rps_median"], 3
@@ -545,6 +681,10 @@ def run(args: argparse.Namespace, workdir: Path, info: dict[str, Any]) -> int:
             f"{s['p99_ms']:8.2f} {s['cpu_us_per_request_median']:11.1f}"
         )
     print(f"mirrorhub / bare = {ratio:.2f} req/s (target >= 0.70)")
+    for name, _ in args.variants:
+        print(f"{name} / bare = {summary[name]['rps_median'] / summary['bare']['rps_median']:.2f}")
+    for name, found in counters.items():
+        print(f"{name} counters: {json.dumps(found)}")
     print(f"bare / mirrorhub = {cpu_ratio:.2f} server CPU time per request")
     if "ratio_mirrorhub_vs_bare_full" in result:
         print(f"mirrorhub / bare-full = {result['ratio_mirrorhub_vs_bare_full']:.2f}")

@@ -7,6 +7,19 @@
 pairs; default: Location and Content-Length only). ``mirrorhub`` runs ``create_app(settings)``.
 Both use the uvicorn options of ``mirrorhub serve`` (one process, uvloop, httptools,
 lifespan on, no access log, no proxy headers, no server header).
+
+``SETTINGS_JSON`` may hold, besides the base fields, ``"source"``: a directory whose
+``mirrorhub`` package is imported instead of this checkout's (``git archive`` of another
+commit: before/after comparisons in one run), ``"settings"``: more settings by name
+(``{"link_alternates": "2"}``, parsed as the environment would be) and ``"experiment"``:
+switches for finding where the time goes, never used by mirrorhub itself:
+
+* ``"recorders": [class names]`` keeps only those hot-path recorders (``[]``: none);
+* ``"load_sync": false`` never starts the capacity-aware load sync (no LoadView);
+* ``"counters": true`` counts cache hits and misses and slow paths (wrappers add a little
+  time) and prints them, with the garbage collector's figures, when the server stops;
+* ``"gc_threshold": [t0, t1, t2]`` sets the collector's thresholds once the app started;
+  ``"gc_freeze": true`` freezes the heap then (``gc.freeze()``: the index and imports).
 """
 
 from __future__ import annotations
@@ -75,7 +88,12 @@ def bare_app(headers: list[list[str]]) -> ASGIApp:
 
 
 def mirrorhub_app(config: dict[str, Any]) -> ASGIApp:
-    from mirrorhub.settings import Settings
+    import dataclasses
+
+    if config.get("source"):
+        sys.path.insert(0, config["source"])
+
+    from mirrorhub.settings import Settings, env_name, load_settings
     from mirrorhub.web.app import create_app
 
     settings = Settings(
@@ -86,7 +104,129 @@ def mirrorhub_app(config: dict[str, Any]) -> ASGIApp:
         origin_url=config["origin_url"],
         stats_enabled=config.get("stats_enabled", True),  # bench/stats_overhead.py --wrk
     )
-    return create_app(settings)  # type: ignore[return-value]
+    more = config.get("settings") or {}
+    if more:
+        parsed = load_settings({env_name(k): str(v) for k, v in more.items()})
+        settings = dataclasses.replace(settings, **{k: getattr(parsed, k) for k in more})
+    experiment = config.get("experiment") or {}
+    if experiment.get("load_sync") is False:
+        from mirrorhub.web import loadsync
+
+        async def no_sync(*args: Any) -> None:
+            return None
+
+        loadsync._sync_loop = no_sync  # type: ignore[assignment]
+    if experiment.get("counters"):
+        _install_counters()
+    app = create_app(settings)
+    print(f"BENCH_SOURCE {sys.modules['mirrorhub'].__file__}", flush=True)
+    if "recorders" in experiment:
+        from mirrorhub.web.app import _fan_out
+
+        state = app.inner.state.mirrorhub  # type: ignore[attr-defined]
+        keep = set(experiment["recorders"])
+        chosen = [r for r in state.extras.get("recorders", []) if type(r).__name__ in keep]
+        app.recorder = _fan_out(chosen)
+    global _APP
+    _APP = app
+
+    async def reset() -> None:  # count from the first request on, not the index load
+        import gc
+
+        if experiment.get("gc_threshold"):
+            gc.set_threshold(*experiment["gc_threshold"])
+        if experiment.get("gc_freeze"):
+            gc.collect()
+            gc.freeze()
+        COUNTS.clear()
+        for pauses in GC_PAUSES.values():
+            pauses.clear()
+
+    async def report() -> None:  # uvicorn re-raises SIGTERM after shutdown: print here
+        report_counters()
+
+    extras = app.inner.state.mirrorhub.extras  # type: ignore[attr-defined]
+    extras.setdefault("startup", []).append(reset)
+    extras.setdefault("shutdown", []).insert(0, report)
+    return app  # type: ignore[return-value]
+
+
+_APP: Any = None
+COUNTS: dict[str, int] = {}
+
+
+def _count(name: str, fn: Any) -> Any:
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        COUNTS[name] = COUNTS.get(name, 0) + 1
+        return fn(*args, **kwargs)
+
+    return wrapper
+
+
+GC_PAUSES: dict[int, list[float]] = {0: [], 1: [], 2: []}
+
+
+def _install_counters() -> None:
+    """Count the calls behind each cache (a miss runs them) and the slow paths; time the
+    garbage collector's pauses per generation."""
+    import gc
+    import time
+
+    started = [0.0]
+
+    def on_gc(phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            started[0] = time.perf_counter()
+        else:
+            GC_PAUSES[info["generation"]].append(time.perf_counter() - started[0])
+
+    gc.callbacks.append(on_gc)
+    from mirrorhub import index, selection
+    from mirrorhub.web import redirect
+
+    # The module that defines Index (mirrorhub/index.py, or a module of that package) calls
+    # these by their global names.
+    where = sys.modules[index.Index.__module__]
+    for name, label in (
+        ("band_walk", "band_walk (band cache miss)"),
+        ("rank_mirrors", "rank_mirrors (profile cache miss)"),
+        ("fast_choose", "fast_choose (allow_outdated)"),
+    ):
+        if hasattr(where, name):
+            setattr(where, name, _count(label, getattr(where, name)))
+    index.Index.decide = _count("Index.decide (full decision)", index.Index.decide)
+    index.Index.fast_pick = _count("Index.fast_pick", index.Index.fast_pick)
+    # pick_in_band calls it while the load view is warm, when a member is held back
+    selection.weighted_pick = _count("weighted_pick (load view warm)", selection.weighted_pick)
+    redirect.Dispatcher._new_context = _count(  # type: ignore[method-assign]
+        "Dispatcher._new_context (context cache miss)", redirect.Dispatcher._new_context
+    )
+
+
+def report_counters() -> None:
+    import gc
+
+    app = _APP
+    out: dict[str, Any] = {"calls": COUNTS}
+    if app is not None:
+        current = app.holder.current
+        load = app.load
+        out.update(
+            index_version=current.version,
+            contexts=len(app._contexts),
+            profiles=len(current._profiles),
+            bands=len(current._bands),
+            load_view_warm=None if load is None else len(load.warm),
+            load_view_factors=None if load is None else len(load.factors),
+        )
+    out["gc_stats"] = gc.get_stats()
+    out["gc_pauses_ms"] = {
+        gen: {"count": len(p), "total": round(sum(p) * 1e3, 1), "max": round(max(p) * 1e3, 1)}
+        for gen, p in GC_PAUSES.items()
+        if p
+    }
+    out["gc_objects"] = len(gc.get_objects())
+    print("BENCH_COUNTERS " + json.dumps(out), flush=True)
 
 
 def main(argv: list[str]) -> int:
