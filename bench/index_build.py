@@ -14,8 +14,12 @@ size imports the dispatcher (``mirrorhub.web.app``) and measures what a dispatch
   peak (``VmHWM``);
 * ``delta_s``: ``refresh_once`` after ``--changes`` files changed in one committed version
   (half an origin change of files, half a mirror's new difference set), read from the
-  change log and written into the live index; ``max_pause_ms``: the longest the event loop
-  went without running a ticker task meanwhile (what a redirect could have waited).
+  change log and written into the live index; ``max_pause_ms``: how late a 1 ms timer
+  fired at worst meanwhile (what a redirect could have waited), with ``idle_pause_ms`` the
+  same figure over one idle second before, for comparison (the machine's own noise).
+
+``--postgresql`` copies the same synthetic data into a scratch database on the local
+PostgreSQL server (127.0.0.1:5432, created and dropped by the benchmark) and measures there.
 
 Not a test: numbers depend on the machine. Results: bench/results/index_build.json.
 """
@@ -51,7 +55,86 @@ def status_mb(field: str) -> float:
     raise RuntimeError(f"{field} not in /proc/self/status")
 
 
-def child(database: Path, changes: int) -> dict[str, Any]:
+PG_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
+PG_TABLES = (
+    "mirrors", "mirror_state", "origin_files", "mirror_file_diffs", "index_version",
+)  # fmt: skip
+
+
+def copy_to_postgresql(sqlite_path: Path, name: str) -> str:
+    """A new PostgreSQL database ``name`` holding the SQLite database's index tables."""
+    import sqlite3
+
+    import asyncpg
+
+    from mirrorhub.db.migrate import upgrade
+
+    async def admin(sql: str) -> None:
+        conn = await asyncpg.connect(PG_ADMIN_URL)
+        try:
+            await conn.execute(sql)
+        finally:
+            await conn.close()
+
+    asyncio.run(admin(f'CREATE DATABASE "{name}"'))
+    url = PG_ADMIN_URL.rsplit("/", 1)[0] + "/" + name
+    upgrade(url)
+
+    async def copy() -> None:
+        source = sqlite3.connect(sqlite_path)
+        conn = await asyncpg.connect(url)
+        try:
+            for table in PG_TABLES:
+                cursor = source.execute(f"SELECT * FROM {table}")
+                columns = [d[0] for d in cursor.description]
+                types = dict(
+                    await conn.fetch(
+                        "SELECT column_name, data_type FROM information_schema.columns "
+                        "WHERE table_name = $1",
+                        table,
+                    )
+                )
+                await conn.execute(f"TRUNCATE {table} CASCADE")
+                while rows := cursor.fetchmany(50_000):
+                    records = [_pg_values(row, columns, types) for row in rows]
+                    await conn.copy_records_to_table(table, records=records, columns=columns)
+            await conn.execute("SELECT setval(pg_get_serial_sequence('origin_files', 'id'), "
+                               "(SELECT max(id) FROM origin_files))")  # fmt: skip
+            await conn.execute("VACUUM ANALYZE")
+        finally:
+            await conn.close()
+            source.close()
+
+    asyncio.run(copy())
+    return url
+
+
+def _pg_values(row: tuple[Any, ...], columns: list[str], types: dict[str, str]) -> tuple[Any, ...]:
+    out = []
+    for value, column in zip(row, columns, strict=True):
+        kind = types[column]
+        if value is not None and kind == "boolean":
+            value = bool(value)
+        elif value is not None and kind.startswith("timestamp"):
+            value = datetime.fromisoformat(value).replace(tzinfo=UTC)
+        out.append(value)
+    return tuple(out)
+
+
+def drop_postgresql(name: str) -> None:
+    import asyncpg
+
+    async def run() -> None:
+        conn = await asyncpg.connect(PG_ADMIN_URL)
+        try:
+            await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        finally:
+            await conn.close()
+
+    asyncio.run(run())
+
+
+def child(database: str, changes: int) -> dict[str, Any]:
     """Runs in a fresh interpreter: one full build, then one incremental update."""
     from mirrorhub.db.index_load import DatabaseLoader
     from mirrorhub.db.session import create_engine, session_factory
@@ -64,7 +147,8 @@ def child(database: Path, changes: int) -> dict[str, Any]:
     config = _app.index_config(Settings())
 
     async def run() -> None:
-        engine = create_engine(f"sqlite:///{database}")
+        url = database if "://" in database else f"sqlite:///{database}"
+        engine = create_engine(url)
         sessions = session_factory(engine)
         loader = DatabaseLoader(sessions)
         holder = IndexHolder(empty_index(config))
@@ -84,6 +168,9 @@ def child(database: Path, changes: int) -> dict[str, Any]:
             out["changed_files"] = changed
             pauses: list[float] = []
             ticking = asyncio.create_task(_ticker(pauses))
+            await asyncio.sleep(1.0)
+            out["idle_pause_ms"] = round(max(pauses) * 1000, 1)
+            pauses.clear()
             started = time.perf_counter()
             await refresh_once(holder, loader, config)
             out["delta_s"] = round(time.perf_counter() - started, 3)
@@ -99,12 +186,12 @@ def child(database: Path, changes: int) -> dict[str, Any]:
 
 
 async def _ticker(pauses: list[float]) -> None:
-    last = time.perf_counter()
+    """How late a 1 ms timer fires, again and again: the event loop's pauses. (Not a busy
+    loop: one would hog the GIL and slow down the database driver's thread it waits for.)"""
     while True:
-        await asyncio.sleep(0)
-        now = time.perf_counter()
-        pauses.append(now - last)
-        last = now
+        started = time.perf_counter()
+        await asyncio.sleep(0.001)
+        pauses.append(time.perf_counter() - started - 0.001)
 
 
 async def _change_files(sessions: Any, count: int) -> int:
@@ -145,7 +232,7 @@ async def _change_files(sessions: Any, count: int) -> int:
     return len(picked)
 
 
-def measure(database: Path, changes: int) -> dict[str, Any]:
+def measure(database: Path | str, changes: int) -> dict[str, Any]:
     proc = subprocess.run(
         [
             sys.executable,
@@ -175,7 +262,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--changes", type=int, default=10_000, help="files changed at once")
     parser.add_argument("--database", type=Path, help="an earlier synthetic database (copied)")
     parser.add_argument("--output", type=Path, default=RESULTS / "index_build.json")
-    parser.add_argument("--child", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--postgresql", action="store_true", help="measure on PostgreSQL")
+    parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child is not None:
         print(json.dumps(child(args.child, args.changes)))
@@ -205,7 +293,19 @@ def main(argv: list[str] | None = None) -> int:
                 )
                 generated = round(stats.seconds, 1)
             size_mb = os.path.getsize(database) / 2**20
-            result = measure(database, args.changes)
+            if args.postgresql:
+                name = f"mirrorhub_bench_{os.getpid()}"
+                started = time.perf_counter()
+                url = copy_to_postgresql(database, name)
+                print(f"  copied to PostgreSQL in {time.perf_counter() - started:.0f} s")
+                try:
+                    result = measure(url, args.changes)
+                finally:
+                    drop_postgresql(name)
+                result["database"] = "postgresql"
+            else:
+                result = measure(database, args.changes)
+                result["database"] = "sqlite"
             result.update(generate_s=generated, database_mb=round(size_mb, 1))
             rows.append(result)
             print(

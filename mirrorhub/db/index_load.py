@@ -14,8 +14,9 @@ index is never labelled newer than its data and converges.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -31,6 +32,7 @@ from mirrorhub.index import (
     IndexDelta,
     IndexSource,
 )
+from mirrorhub.index.build import paused_gc
 from mirrorhub.index.source import Confirmation, MirrorPair
 from mirrorhub.selection import KIND_MISSING, KIND_OUTDATED
 
@@ -39,7 +41,7 @@ from .models import MirrorRow, MirrorStateRow
 from .repositories import current_version, row_to_mirror, row_to_state
 
 PAGE = 20_000  # files per page of a full build
-ID_CHUNK = 1_000  # ids per lookup of a change set (each chunk is converted on the loop)
+ID_CHUNK = 250  # ids per lookup of a change set (each chunk is converted on the loop: ~2 ms)
 
 
 # The SQL below is assembled from constants only (ruff's S608 cannot tell).
@@ -67,15 +69,14 @@ _FILES_BY_ID = Query(
     f"SELECT {_COLUMNS} FROM origin_files WHERE id {_IN_SQLITE}",
     f"SELECT {_COLUMNS} FROM origin_files WHERE id = ANY($1::int[])",
 )
-# Mirror ids as "3,17,42" and their kinds as "100" ('1' = missing) in the same order: both
-# aggregates see a group's rows in one order.
+# Each file's differences as one string of codes, mirror id * 2 + 1 if missing: "7,34,85"
+# (one aggregate: 0.8 s less than separate lists of ids and kinds at 3.7M rows on SQLite).
 _SQLITE_GROUPS = (
-    "SELECT file_id, group_concat(mirror_id), group_concat(kind = 'missing', '') "
+    "SELECT file_id, group_concat(mirror_id * 2 + (kind = 'missing')) "
     "FROM mirror_file_diffs WHERE {} GROUP BY file_id"
 )
 _PG_GROUPS = (
-    "SELECT file_id, string_agg(mirror_id::text, ','), "
-    "string_agg(CASE WHEN kind = 'missing' THEN '1' ELSE '0' END, '') "
+    "SELECT file_id, string_agg((mirror_id * 2 + (kind = 'missing')::int)::text, ',') "
     "FROM mirror_file_diffs WHERE {} GROUP BY file_id"
 )
 _GROUPS_BETWEEN = Query(
@@ -91,7 +92,6 @@ _CONFIRMATIONS = Query(_CONFIRMED, _CONFIRMED)
 _CONFIRMATIONS_BY_ID = Query(
     f"{_CONFIRMED} WHERE file_id {_IN_SQLITE}", f"{_CONFIRMED} WHERE file_id = ANY($1::int[])"
 )
-_KINDS = bytes.maketrans(b"10", bytes([KIND_MISSING, KIND_OUTDATED]))
 
 
 class MirrorReader:
@@ -133,15 +133,23 @@ async def load_mirrors(session: AsyncSession) -> list[MirrorPair]:
 
 
 def parse_groups(rows: Iterable[Sequence[Any]]) -> list[DiffGroup]:
-    return [
-        (file_id, [int(m) for m in ids.split(",")], kinds.encode("ascii").translate(_KINDS))
-        for file_id, ids, kinds in rows
-    ]
+    groups: list[DiffGroup] = []
+    for file_id, text in rows:
+        codes = [int(c) for c in text.split(",")]
+        kinds = bytes([KIND_MISSING if c & 1 else KIND_OUTDATED for c in codes])
+        groups.append((file_id, [c >> 1 for c in codes], kinds))
+    return groups
 
 
 def _fill(builder: IndexBuilder, files: list[FileTuple], groups: list[Any]) -> None:
     builder.add_files(files)
     builder.add_diff_lists(groups)
+
+
+@contextlib.asynccontextmanager
+async def paused_gc_async() -> AsyncIterator[None]:
+    with paused_gc():
+        yield
 
 
 async def _fetch(conn: AsyncConnection, query: Query, *params: Any) -> list[Any]:
@@ -180,7 +188,9 @@ class DatabaseLoader:
             return await changelog.changed_files(session, since, upto)
 
     async def build(self, config: IndexConfig, clock: Callable[[], float]) -> Index:
-        async with self._sessions() as session:
+        # The collector waits for the whole build, not page by page: each page's rows would
+        # otherwise set off collections that walk the growing index again and again.
+        async with self._sessions() as session, paused_gc_async():
             version = await current_version(session)
             builder = IndexBuilder(config, await self._mirrors.read(session), version, clock)
             conn = await session.connection()

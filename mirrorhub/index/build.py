@@ -20,9 +20,9 @@ from mirrorhub.index.source import (
 )
 from mirrorhub.selection import KIND_MISSING, KIND_OUTDATED
 
-# (file id, "3,17,42", "100"): see IndexBuilder.add_diff_lists
-DiffList = tuple[int, str, str]
-_KINDS = bytes.maketrans(b"10", bytes([KIND_MISSING, KIND_OUTDATED]))
+# (file id, "7,34,85"): see IndexBuilder.add_diff_lists
+DiffList = tuple[int, str]
+SHARED_SETS = 65_536  # distinct difference sets shared per build (bounds the lookup tables)
 
 
 @contextlib.contextmanager
@@ -52,6 +52,9 @@ class IndexBuilder:
         self.index = Index(config, mirrors, version, clock())
         self._clock = clock
         self._recent: dict[int, int] = {}
+        # Files lacking the same mirrors share one object (never changed in place: an
+        # update replaces it): less memory, and a lookup instead of a conversion.
+        self._shared: dict[str, tuple[Sequence[int], bytes]] = {}
 
     def add_files(self, rows: Sequence[FileTuple]) -> None:
         index = self.index
@@ -71,34 +74,40 @@ class IndexBuilder:
                     index.put_diffs(pos, mirror_ids, kinds)
 
     def add_diff_lists(self, rows: Iterable[DiffList]) -> None:
-        """Like :meth:`add_diffs` for rows of (file id, "3,17,42", "100"): comma-separated
-        mirror ids and one character per id, "1" for missing and "0" for outdated (what
-        SQL's string aggregation gives; several times faster than parsing to ints)."""
+        """Like :meth:`add_diffs` for rows of (file id, "7,34,85"): one code per mirror
+        lacking the file, its id * 2, plus 1 if the file is missing there rather than
+        outdated (what SQL's string aggregation gives; several times faster than ints)."""
         index = self.index
-        by_text = {str(m): p for m, p in index.mirror_positions().items()}
-        wide = len(by_text) > 256  # positions past 255
-        recent = self._recent
+        position: dict[str, int] = {}
+        kind: dict[str, int] = {}
+        for mirror_id, where in index.mirror_positions().items():
+            position[str(2 * mirror_id)] = position[str(2 * mirror_id + 1)] = where
+            kind[str(2 * mirror_id)], kind[str(2 * mirror_id + 1)] = KIND_OUTDATED, KIND_MISSING
+        wide = len(position) > 2 * 256  # positions past 255
+        recent, shared = self._recent, self._shared
         with paused_gc():
-            for file_id, ids, kinds in rows:
+            for file_id, text in rows:
                 pos = recent.get(file_id)
                 if pos is None:
                     pos = index.position_of_id(file_id)
                     if pos is None:  # deleted between the two reads: gone
                         continue
-                try:
-                    found = [by_text[m] for m in ids.split(",")]
-                except KeyError:  # a mirror newer than the list read: not selectable here
-                    self._add_slowly(pos, ids, kinds)
-                    continue
-                index.put_diff_positions(
-                    pos,
-                    array("H", found) if wide else bytes(found),
-                    kinds.encode("ascii").translate(_KINDS),
-                )
-
-    def _add_slowly(self, pos: int, ids: str, kinds: str) -> None:
-        mirror_ids = [int(m) for m in ids.split(",")]
-        self.index.put_diffs(pos, mirror_ids, kinds.encode("ascii").translate(_KINDS))
+                found = shared.get(text)
+                if found is None:
+                    codes = text.split(",")
+                    try:
+                        listed = [position[c] for c in codes]
+                    except KeyError:  # a mirror newer than the list read: not selectable
+                        ids = [int(c) >> 1 for c in codes]
+                        index.put_diffs(pos, ids, bytes([kind.get(c, 0) for c in codes]))
+                        continue
+                    found = (
+                        array("H", listed) if wide else bytes(listed),
+                        bytes([kind[c] for c in codes]),
+                    )
+                    if len(shared) < SHARED_SETS:
+                        shared[text] = found
+                index.put_diff_positions(pos, *found)
 
     def add_confirmations(self, rows: Iterable[Confirmation]) -> None:
         per_file: dict[int, dict[int, float]] = {}
@@ -111,6 +120,7 @@ class IndexBuilder:
                 index.put_confirmations(pos, confirmed)
 
     def finish(self) -> Index:
+        self._shared, self._recent = {}, {}
         self.index.built_at = self._clock()
         return self.index
 

@@ -127,19 +127,16 @@ class Index:
         """Add files at new positions; ids must ascend past every id already here."""
         if not rows:
             return
-        ids = [r[0] for r in rows]
+        ids, paths, sizes, mtimes, shas, changed = zip(*rows, strict=True)  # columns, in C
         last = self.file_ids[-1] if self.file_ids else -1
         if ids[0] <= last or any(a >= b for a, b in itertools.pairwise(ids)):
             raise NeedsRebuild("file ids out of order")
         start = len(self.paths)
-        paths = [r[1] for r in rows]
-        sizes = [r[2] for r in rows]
-        shas = [r[4] for r in rows]
         self.file_ids.extend(ids)
         self.paths.extend(paths)
         self.sizes.extend(sizes)
-        self.mtimes.extend([r[3] for r in rows])
-        self.changed.extend([r[5] for r in rows])
+        self.mtimes.extend(mtimes)
+        self.changed.extend(changed)
         self.sha256 += bytes.fromhex("".join([s or _NO_SHA for s in shas]))
         self.has_sha += bytes([1 if s else 0 for s in shas])
         min_size, only = self.config.min_redirect_size, self._origin_only
