@@ -227,12 +227,26 @@ class StateCollector(Collector):
         state = self.state
         index = state.holder.current
         now = state.clock()
-        yield _gauge("mirrorhub_index_age_seconds", "Seconds since the index was built.",
+        yield _gauge("mirrorhub_index_age_seconds",
+                     "Seconds since the index was last built or updated.",
                      now - index.built_at)  # fmt: skip
         yield _gauge("mirrorhub_index_files", "Files in the in-memory index.", len(index))
         yield _gauge("mirrorhub_index_mirrors", "Mirrors in the in-memory index.", len(index.slots))
-        yield _gauge("mirrorhub_index_version", "Database version the index was built from.",
+        yield _gauge("mirrorhub_index_version", "Database version the index is at.",
                      index.version)  # fmt: skip
+        counts = state.holder.counts
+        for name, text, value in (
+            ("full_builds", "Whole index builds (start-up, gaps, removed mirrors).",
+             counts.full_builds),
+            ("updates", "Changes applied to the live index in place.", counts.deltas),
+            ("updated_files", "Files written by in-place changes.", counts.delta_files),
+        ):  # fmt: skip
+            family = CounterMetricFamily(f"mirrorhub_index_{name}", text)
+            family.add_metric([], value)
+            yield family
+        yield _gauge("mirrorhub_index_last_refresh_seconds",
+                     "How long the last build or in-place change took.",
+                     counts.last_seconds)  # fmt: skip
         yield _gauge("mirrorhub_index_database_ok",
                      "1 when the index refresher's last database check succeeded.",
                      1 if state.holder.database_ok else 0)  # fmt: skip

@@ -121,7 +121,7 @@ async def seed(settings: Settings) -> None:
                                     method="http", ok=ok))  # fmt: skip
                 s.add(ProbeResultRow(mirror_id=mid, scheme="http", at=when, ok=ok,
                                      latency_ms=when.hour * 10.0))  # fmt: skip
-            await repositories.bump_version(s)
+            await repositories.bump_version(s, files=None)
             await s.commit()
     finally:
         await engine.dispose()
@@ -153,6 +153,8 @@ async def test_scrape_shows_redirects_index_and_mirror_facts(settings: Settings)
     assert value(m, "mirrorhub_index_mirrors") == 1
     age = value(m, "mirrorhub_index_age_seconds")
     assert age is not None and 0 <= age < 60
+    assert value(m, "mirrorhub_index_full_builds_total") == 1  # at start-up, nothing since
+    assert value(m, "mirrorhub_index_updates_total") == 0
     assert value(m, "mirrorhub_metrics_database_ok") == 1
     # Facts from the database: the latest scan and probe, not the older ones.
     assert value(m, "mirrorhub_mirror_health", mirror="de1", state="up") == 1
