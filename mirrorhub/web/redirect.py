@@ -37,6 +37,7 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 MAX_LINK_LINE = 350  # old APT breaks on header lines of 360 bytes or more
 MAX_LINK_VALUE = MAX_LINK_LINE - len("Link: ")
 CONTEXT_CACHE_SIZE = 65536
+PATH_CACHE_SIZE = 16384  # valid request paths -> normalised (popular files ask again)
 _FORWARD_HEADERS = frozenset({b"x-forwarded-for", b"forwarded", b"x-forwarded-proto"})
 _NO_STORE = (b"cache-control", b"private, no-store")
 _EMPTY = (b"content-length", b"0")
@@ -106,6 +107,7 @@ class Dispatcher:
             )
         self._contexts: dict[tuple[object, ...], ClientContext] = {}
         self._trusted_peers: dict[str, bool] = {}
+        self._paths: dict[str, str] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":  # lifespan, websocket
@@ -125,7 +127,12 @@ class Dispatcher:
             return
         index = self.holder.current
         try:
-            path = normalize_path(raw_path)
+            path = self._paths.get(raw_path)
+            if path is None:
+                path = normalize_path(raw_path)  # a pure function: remember valid paths
+                if len(self._paths) >= PATH_CACHE_SIZE:
+                    del self._paths[next(iter(self._paths))]  # oldest first
+                self._paths[raw_path] = path
             ctx, accept = self.context(scope, index)
         except (InvalidPath, BadRequest) as exc:
             await _plain(send, 400, f"bad request: {exc}\n".encode())
