@@ -160,7 +160,8 @@ class Dispatcher:
         if view is None and index.origin_reason(pos) is None:
             picks = index.fast_pick(pos, ctx.profile, self.rng, self.clock(), self.load)
             if picks is not None:
-                await self.redirect(index, pos, ctx.profile, picks, send)
+                await send(self.redirect_start(index, pos, ctx.profile, picks))
+                await send(_EMPTY_BODY)
                 if recorder is not None:
                     name = ctx.profile.mirror_names[picks[0][0]]
                     recorder.record(Outcome.MIRROR, name, pos, ctx, scope, started)
@@ -184,20 +185,16 @@ class Dispatcher:
         if recorder is not None:
             recorder.record(Outcome.MIRROR, decision.chosen.mirror.name, pos, ctx, scope, started)
 
-    async def redirect(
-        self,
-        index: Index,
-        pos: int,
-        profile: Profile,
-        picks: tuple[list[int], bool],
-        send: Send,
-    ) -> None:
+    def redirect_start(
+        self, index: Index, pos: int, profile: Profile, picks: tuple[list[int], bool]
+    ) -> Message:
+        """The ``http.response.start`` message of the 302 for a fast pick (a plain function:
+        the hot path awaits ``send`` itself, no coroutine of ours in between)."""
         order, maybe_outdated = picks
         quoted, digest = index.rendered(pos)
-        bases = profile.bases
         first = order[0]
         headers = [
-            (b"location", bases[first] + quoted),
+            (b"location", profile.bases[first] + quoted),
             _NO_STORE,
             _EMPTY,
             (b"x-mirrorhub-mirror", profile.names[first]),
@@ -205,16 +202,16 @@ class Dispatcher:
         links = profile.link_prefixes
         geo = profile.geo_suffixes
         budget = MAX_LINK_VALUE - len(quoted)
+        join = b"".join
         for pri, i in enumerate(order):
-            tail = _LINK_MIDDLES[pri] + geo[i]
-            if len(links[i]) + len(tail) < budget:
-                headers.append((b"link", links[i] + quoted + tail))
+            link, middle, suffix = links[i], _LINK_MIDDLES[pri], geo[i]
+            if len(link) + len(middle) + len(suffix) < budget:
+                headers.append((b"link", join((link, quoted, middle, suffix))))
         if self._describedby is not None and len(quoted) < self._describedby_room:
             headers.append((b"link", self._describedby + quoted + _DESCRIBEDBY_TAIL))
         if digest is not None and not maybe_outdated:  # an old copy has another hash
             headers.append((b"digest", digest))
-        await send({"type": "http.response.start", "status": 302, "headers": headers})
-        await send(_EMPTY_BODY)
+        return {"type": "http.response.start", "status": 302, "headers": headers}
 
     async def redirect_decision(
         self, index: Index, pos: int, decision: Decision, send: Send
