@@ -93,7 +93,7 @@ async def _prepare(url: str) -> str:
         async with sessions() as s:
             s.add(OriginFileRow(path="pub/x.iso", size=1 << 20, mtime=1, sha256="cd" * 32,
                                 changed_at=1.0))  # fmt: skip
-            await repositories.bump_version(s)
+            await repositories.bump_version(s, files=None)
             await s.commit()
         return secret
     finally:

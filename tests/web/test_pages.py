@@ -438,7 +438,7 @@ async def test_rebuilds_reuse_only_what_cannot_have_changed(
         await s.execute(
             delete(MirrorFileConfirmationRow).where(MirrorFileConfirmationRow.mirror_id == 1)
         )
-        await repositories.bump_version(s)
+        await repositories.bump_version(s, files=None)
         s.add(ProbeResultRow(mirror_id=1, scheme="http", at=at(10), ok=False))
         echo = await s.get(MirrorRow, 5)
         assert echo is not None
