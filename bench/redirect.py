@@ -94,7 +94,7 @@ PROFILE_RULES: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("dispatcher: path (normalize_path)", ("normalize_path",)),
     ("dispatcher: client context", ("Dispatcher.context",)),
     ("dispatcher: pick (band cache, draw, load factors)", ("Index.fast_pick",)),
-    ("dispatcher: render headers", ("Dispatcher.redirect",)),
+    ("dispatcher: render headers", ("Dispatcher.redirect_start", "Dispatcher.redirect")),
     ("dispatcher: rest of __call__", ("Dispatcher.__call__",)),
     ("uvicorn: run_asgi, task", ("RequestResponseCycle.run_asgi",)),
     ("httptools parse, scope, task creation", ("HttpToolsProtocol.data_received",)),

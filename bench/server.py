@@ -17,7 +17,12 @@ switches for finding where the time goes, never used by mirrorhub itself:
 * ``"recorders": [class names]`` keeps only those hot-path recorders (``[]``: none);
 * ``"load_sync": false`` never starts the capacity-aware load sync (no LoadView);
 * ``"counters": true`` counts cache hits and misses and slow paths (wrappers add a little
-  time) and prints them, with the garbage collector's figures, when the server stops;
+  time) and prints them, with the garbage collector's figures, when the server stops
+  (counted from start-up; ``kill -USR1`` starts them again, e.g. after a warm-up);
+* ``"timers": true`` (or ``"cpu"``: thread CPU time instead of wall time) times the
+  dispatcher's stages (context, fast pick, the 302's start
+  message, the recorders) with ``perf_counter_ns`` around each call, to compare with the
+  same calls in-process (bench/hotpath.py); reported with the counters;
 * ``"gc_threshold": [t0, t1, t2]`` sets the collector's thresholds once the app started;
   ``"gc_freeze": true`` freezes the heap then (``gc.freeze()``: the index and imports).
 """
@@ -116,8 +121,10 @@ def mirrorhub_app(config: dict[str, Any]) -> ASGIApp:
             return None
 
         loadsync._sync_loop = no_sync  # type: ignore[assignment]
-    if experiment.get("counters"):
+    if experiment.get("counters") or experiment.get("timers"):
         _install_counters()
+    if experiment.get("timers"):
+        _install_timers(experiment["timers"] if isinstance(experiment["timers"], str) else "wall")
     app = create_app(settings)
     print(f"BENCH_SOURCE {sys.modules['mirrorhub'].__file__}", flush=True)
     if "recorders" in experiment:
@@ -131,16 +138,22 @@ def mirrorhub_app(config: dict[str, Any]) -> ASGIApp:
     _APP = app
 
     async def reset() -> None:  # count from the first request on, not the index load
+        import asyncio
         import gc
+        import signal
 
-        if experiment.get("gc_threshold"):
-            gc.set_threshold(*experiment["gc_threshold"])
-        if experiment.get("gc_freeze"):
-            gc.collect()
-            gc.freeze()
-        COUNTS.clear()
-        for pauses in GC_PAUSES.values():
-            pauses.clear()
+        signal.signal(signal.SIGUSR1, _reset_counts)  # after a warm-up: kill -USR1 PID
+        _reset_counts()
+
+        def tune_gc() -> None:
+            if experiment.get("gc_threshold"):
+                gc.set_threshold(*experiment["gc_threshold"])
+            if experiment.get("gc_freeze"):
+                gc.collect()
+                gc.freeze()
+
+        # after the rest of the start-up (the app sets its own threshold last)
+        asyncio.get_running_loop().call_soon(tune_gc)
 
     async def report() -> None:  # uvicorn re-raises SIGTERM after shutdown: print here
         report_counters()
@@ -164,6 +177,70 @@ def _count(name: str, fn: Any) -> Any:
 
 
 GC_PAUSES: dict[int, list[float]] = {0: [], 1: [], 2: []}
+
+
+def _reset_counts(*args: Any) -> None:
+    COUNTS.clear()
+    for pauses in GC_PAUSES.values():
+        pauses.clear()
+    for cell in TIMERS.values():
+        cell[0] = cell[1] = 0
+
+
+TIMERS: dict[str, list[int]] = {}  # name -> [calls, total ns]
+
+
+TIMER_CLOCK: list[Any] = []
+
+
+def _timed(name: str, fn: Any) -> Any:
+    clock = TIMER_CLOCK[0]
+    cell = TIMERS.setdefault(name, [0, 0])
+
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        started = clock()
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            cell[0] += 1
+            cell[1] += clock() - started
+
+    return wrapper
+
+
+def _install_timers(kind: str) -> None:
+    """``kind`` "wall" (perf_counter_ns: includes time the thread was preempted) or "cpu"
+    (thread_time_ns: the thread's CPU time; a system call per reading, so the wrapper's own
+    cost is measured too, as ``(no-op)``, and is to be subtracted)."""
+    import time
+
+    from mirrorhub import index, paths
+    from mirrorhub.web import app as app_module
+    from mirrorhub.web import redirect
+
+    TIMER_CLOCK.append(time.thread_time_ns if kind == "cpu" else time.perf_counter_ns)
+    noop = _timed("(no-op)", lambda: None)
+    D = redirect.Dispatcher
+    context = D.context
+
+    def context_and_noop(*args: Any) -> Any:
+        noop()
+        return context(*args)
+
+    D.context = context_and_noop  # type: ignore[method-assign]
+    D.context = _timed("Dispatcher.context", D.context)  # type: ignore[method-assign]
+    if hasattr(D, "redirect_start"):
+        D.redirect_start = _timed("Dispatcher.redirect_start", D.redirect_start)  # type: ignore[attr-defined]
+    index.Index.fast_pick = _timed("Index.fast_pick", index.Index.fast_pick)
+    redirect.normalize_path = _timed("normalize_path", paths.normalize_path)
+    fan_out = app_module._fan_out
+
+    def timed_fan_out(recorders: list[Any]) -> Any:
+        for r in recorders:
+            r.record = _timed(f"{type(r).__name__}.record", r.record)
+        return fan_out(recorders)
+
+    app_module._fan_out = timed_fan_out  # type: ignore[assignment]
 
 
 def _install_counters() -> None:
@@ -208,6 +285,10 @@ def report_counters() -> None:
 
     app = _APP
     out: dict[str, Any] = {"calls": COUNTS}
+    if TIMERS:
+        out["timers_us_per_call"] = {
+            name: round(ns / calls / 1000, 2) for name, (calls, ns) in TIMERS.items() if calls
+        }
     if app is not None:
         current = app.holder.current
         load = app.load
