@@ -322,15 +322,7 @@ class Index:
         found = self._bands.get(key, _MISS)
         if found is _MISS:
             found = band_walk(
-                profile,
-                self.paths[pos],
-                self.changed[pos],
-                self.bad[pos],
-                self.kinds[pos],
-                self.confirmations.get(pos),
-                self.config.band,
-                self.config.alternates,
-                False,
+                profile, *self._facts(pos), self.config.band, self.config.alternates, False
             )
             if len(self._bands) >= BAND_CACHE_SIZE:
                 del self._bands[next(iter(self._bands))]  # oldest first
@@ -340,11 +332,7 @@ class Index:
         if self.config.allow_outdated and self.tolerates(pos, now):
             return fast_choose(
                 profile,
-                self.paths[pos],
-                self.changed[pos],
-                self.bad[pos],
-                self.kinds[pos],
-                self.confirmations.get(pos),
+                *self._facts(pos),
                 rng,
                 self.config.band,
                 self.config.alternates,
@@ -353,6 +341,18 @@ class Index:
                 self.sizes[pos],
             )
         return None
+
+    def _facts(
+        self, pos: int
+    ) -> tuple[str, float, Sequence[int] | None, bytes | None, dict[int, float] | None]:
+        """What the fast path's walks read of the file at ``pos``, in their argument order."""
+        return (
+            self.paths[pos],
+            self.changed[pos],
+            self.bad[pos],
+            self.kinds[pos],
+            self.confirmations.get(pos),
+        )
 
     def origin_reason(self, pos: int) -> OriginReason | None:
         """Why this file is always served from the origin, or None."""
