@@ -169,7 +169,8 @@ def _id_list(conn: AsyncConnection, ids: Sequence[int]) -> Any:
 
 
 async def _file_page(conn: AsyncConnection, after: int) -> list[FileTuple]:
-    return [tuple(r) for r in await _fetch(conn, _FILES, after, PAGE)]
+    # sqlite3 rows are tuples and asyncpg records index and unpack like them: no copy
+    return await _fetch(conn, _FILES, after, PAGE)
 
 
 class DatabaseLoader:
