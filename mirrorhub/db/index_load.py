@@ -229,7 +229,7 @@ async def load_index_source(session: AsyncSession) -> IndexSource:
     conn = await session.connection()
     files: list[FileTuple] = []
     while page := await _file_page(conn, files[-1][0] if files else -1):
-        files += page
+        files += [(i, p, s, m, h, c) for i, p, s, m, h, c in page]  # records -> tuples
     diffs: list[tuple[int, int]] = []
     missing: list[tuple[int, int]] = []
     if files:
