@@ -15,7 +15,8 @@ settings of ``mirrorhub serve``).
   or an admin edit does); the time until every dispatcher's ``/-/health`` shows the new
   version, polled every 5 ms. Measured with LISTEN/NOTIFY and with polling only
   (``MIRRORHUB_PG_NOTIFY=false``, ``MIRRORHUB_INDEX_REFRESH_SECONDS`` default 2 s). It
-  includes the index rebuild, which grows with the number of files.
+  includes re-reading the mirrors and applying the change in place (before the change log,
+  a whole rebuild, which grew with the number of files).
 
 Not a test: on the shared 2-core machine two dispatchers and two wrk processes compete for
 the same cores, so "two" measures contention as much as scaling. Results go to
@@ -232,7 +233,7 @@ async def change_and_wait(
         from mirrorhub.db.session import session_factory
 
         async with session_factory(engine).begin() as session:
-            await repositories.bump_version(session, files=None)
+            await repositories.bump_version(session, files=())  # a mirror change
             version = await repositories.current_version(session)
         committed = time.perf_counter()
 
