@@ -177,7 +177,8 @@ def weighted_pick(
     (``1 - effective/nominal``) goes to the spill candidates, weighted by their own effective
     capacity and halved at each step away from the band, so the nearest with room gets most.
     If no spill candidate has room either, the band takes it all at its nominal weights:
-    overload is shared, never turned into failures.
+    overload is shared, never turned into failures. (Selection calls :func:`overflow_pick`
+    instead when every factor is 0.)
     """
     nominal = float(sum(band_caps))
     effective = [c * f for c, f in zip(band_caps, band_factors, strict=True)]
@@ -198,6 +199,38 @@ def weighted_pick(
     if u < spill_share:
         return False, _draw(spill_weights, u / spill_share * spill_total)
     return True, _draw(effective, (u - spill_share) / (1.0 - spill_share) * eff_total)
+
+
+def spare(load: LoadView, names: Sequence[str], nbytes: int) -> list[float]:
+    """For each mirror, the Mbit/s it could still take before reaching its capacity once a
+    file of ``nbytes`` is counted, or, where it would go over, minus how far over it would
+    go in utilisation (so the least overloaded has the largest value)."""
+    extra = nbytes * 8 / 1e6 / load.window
+    capacities, mbps = load.capacities, load.mbps
+    out = []
+    for name in names:
+        capacity = capacities.get(name)
+        if not capacity:
+            out.append(float("-inf"))
+            continue
+        used = mbps.get(name, 0.0) + extra
+        out.append(capacity - used if used < capacity else 1.0 - used / capacity)
+    return out
+
+
+def overflow_pick(n_band: int, room: Sequence[float], rng: random.Random) -> tuple[bool, int]:
+    """The pick when every band member and spill candidate is held back entirely (each is
+    past the point where it takes no new traffic, judged with this file). ``room`` is
+    :func:`spare` for the band's ``n_band`` members, then the spill candidates: the file
+    goes where it still fits under 100 % of capacity, in proportion to the room left;
+    where it fits nowhere, to the one it overloads least (never a failure). One
+    ``rng.random()`` call either way.
+    """
+    fits = [r if r > 0.0 else 0.0 for r in room]
+    total = sum(fits)
+    point = rng.random() * total
+    k = _draw(fits, point) if total > 0.0 else max(range(len(room)), key=room.__getitem__)
+    return (True, k) if k < n_band else (False, k - n_band)
 
 
 def _draw(weights: Sequence[float], point: float) -> int:

@@ -35,7 +35,7 @@ from mirrorhub.domain import (
     Tier,
 )
 from mirrorhub.geo import distance_km
-from mirrorhub.load import SPILL_DECAY, LoadView, _draw, weighted_pick
+from mirrorhub.load import SPILL_DECAY, LoadView, _draw, overflow_pick, spare, weighted_pick
 
 # Order in which per-file reasons are reported by kind code stored in the index.
 KIND_MISSING = 0
@@ -351,8 +351,18 @@ def _choose(
         band_f = [load.factor_for(r.slot.mirror.name, size) for r in band_members]
         spill_caps = [float(r.slot.mirror.capacity) for r in spill]
         spill_f = [load.factor_for(r.slot.mirror.name, size) for r in spill]
-        in_band, index = weighted_pick(caps, band_f, spill_caps, spill_f, rng)
-        shares = _load_shares(band_members, caps, band_f, spill, spill_caps, spill_f)
+        if any(band_f) or any(spill_f):
+            in_band, index = weighted_pick(caps, band_f, spill_caps, spill_f, rng)
+            shares = _load_shares(band_members, caps, band_f, spill, spill_caps, spill_f)
+        else:
+            candidates = [*band_members, *spill]
+            room = spare(load, [r.slot.mirror.name for r in candidates], size)
+            in_band, index = overflow_pick(len(band_members), room, rng)
+            fits = [r if r > 0.0 else 0.0 for r in room]
+            if sum(fits) > 0.0:
+                shares = {id(r): w / sum(fits) for r, w in zip(candidates, fits, strict=True)}
+            else:
+                shares = {id(band_members[index] if in_band else spill[index]): 1.0}
     chosen = band_members[index] if in_band else spill[index]
     rest = [r for r in band_members if r is not chosen]
     rest.sort(key=lambda r: -r.slot.mirror.capacity)
@@ -529,10 +539,11 @@ def pick_in_band(
     """Draw the mirror (capacity-weighted, held back by load), then list the alternates.
 
     With a warm load view, the band's factors are computed first. When none holds a member
-    back, or when every member and every spill candidate is held back entirely (factor 0:
-    overload is shared at nominal weights), :func:`~mirrorhub.load.weighted_pick` makes the
-    plain capacity-weighted draw (one ``rng.random()``, the same point on the same running
-    sums), so that draw is made here. Otherwise all factors go to ``weighted_pick``.
+    back, :func:`~mirrorhub.load.weighted_pick` would make the plain capacity-weighted draw
+    (one ``rng.random()``, the same point on the same running sums), so that draw is made
+    here. When every member and every spill candidate is held back entirely (factor 0),
+    :func:`~mirrorhub.load.overflow_pick` sends the file where it still fits under 100 %.
+    Otherwise all factors go to ``weighted_pick``. :func:`choose` does the same.
     """
     first = -1
     if load is not None and load.warm:
@@ -543,7 +554,10 @@ def pick_in_band(
                 in_band, k = weighted_pick(
                     found.member_caps, band_f, found.spill_caps, spill_f, rng
                 )
-                first = found.members[k] if in_band else found.others[k]
+            else:
+                names = found.member_names + found.spill_names
+                in_band, k = overflow_pick(len(found.members), spare(load, names, size), rng)
+            first = found.members[k] if in_band else found.others[k]
     if first < 0:
         cumulative = found.cumulative
         n = bisect.bisect_right(cumulative, rng.random() * cumulative[-1])

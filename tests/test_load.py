@@ -23,7 +23,15 @@ from mirrorhub.domain import (
     Restrictions,
     Tier,
 )
-from mirrorhub.load import LoadEstimator, LoadView, load_factor, make_view, weighted_pick
+from mirrorhub.load import (
+    LoadEstimator,
+    LoadView,
+    load_factor,
+    make_view,
+    overflow_pick,
+    spare,
+    weighted_pick,
+)
 from mirrorhub.selection import Band, FileFacts, choose, make_slot, rank_mirrors
 from mirrorhub.web import loadsync
 
@@ -194,3 +202,26 @@ async def test_sync_runs_at_start_and_keeps_own_redirects_made_while_it_awaited(
     assert view is recorder.view
     assert view.mbps["a"] == pytest.approx(1.0 + 2.0 + 0.5)
     assert view.factor("a") == 0.0  # 3.5 of 3 Mbit/s: full (1.5 would have looked free)
+
+
+def test_a_file_no_candidate_takes_goes_where_it_still_fits() -> None:
+    """Every band member and spill candidate is held back entirely: the file goes only to
+    mirrors where it fits under 100 %, in proportion to the room left."""
+    view = LoadView(
+        {},
+        {"near": 990.0, "big": 9_980.0, "room": 900.0},
+        {"near": 1000, "big": 10_000, "room": 1000},
+    )
+    size = int(50 * 1e6 / 8 * 60)  # 50 Mbit/s over the 60 s window
+    room = spare(view, ["near", "big", "room"], size)
+    assert room[2] == pytest.approx(50.0) and room[0] < 0 and room[1] < 0
+    picks = {overflow_pick(2, room, random.Random(seed)) for seed in range(50)}
+    assert picks == {(False, 0)}  # the spill candidate with room, every time
+
+
+def test_a_file_that_fits_nowhere_goes_to_the_least_overloaded() -> None:
+    view = LoadView({}, {"a": 990.0, "b": 9_950.0}, {"a": 1000, "b": 10_000})
+    size = int(100 * 1e6 / 8 * 60)  # 100 Mbit/s: a would reach 109 %, b 100.5 %
+    room = spare(view, ["a", "b"], size)
+    assert all(r <= 0 for r in room)
+    assert overflow_pick(2, room, random.Random(1)) == (True, 1)
