@@ -36,7 +36,8 @@ from typing import Any
 if __package__ in (None, ""):  # run as a script: make "bench" importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.hotpath import _noop_send, _receive, build_app, scope_for
+from bench.hotpath import build_app, scope_for
+from bench.hotpath import cpu_per_call as per_call  # CPU µs per request
 from bench.synth import build_database, client_addresses, request_path, write_geoip
 from mirrorhub.db.session import create_engine, session_factory
 from mirrorhub.settings import Settings
@@ -45,14 +46,6 @@ from mirrorhub.stats.flush import StatsFlusher
 from mirrorhub.web.redirect import Dispatcher
 
 RESULTS = Path(__file__).resolve().parent / "results"
-
-
-async def per_call(scopes: list[dict[str, Any]], app: Dispatcher) -> float:
-    """CPU µs per request: this process's CPU time, which other load disturbs less than wall."""
-    started = time.process_time()
-    for scope in scopes:
-        await app(scope, _receive, _noop_send)
-    return (time.process_time() - started) / len(scopes) * 1e6
 
 
 async def measure(
