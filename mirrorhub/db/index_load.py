@@ -14,9 +14,8 @@ index is never labelled newer than its data and converges.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
-from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -146,12 +145,6 @@ def _fill(builder: IndexBuilder, files: list[FileTuple], groups: list[Any]) -> N
     builder.add_diff_lists(groups)
 
 
-@contextlib.asynccontextmanager
-async def paused_gc_async() -> AsyncIterator[None]:
-    with paused_gc():
-        yield
-
-
 async def _fetch(conn: AsyncConnection, query: Query, *params: Any) -> list[Any]:
     driver = (await conn.get_raw_connection()).driver_connection
     assert driver is not None
@@ -191,7 +184,11 @@ class DatabaseLoader:
     async def build(self, config: IndexConfig, clock: Callable[[], float]) -> Index:
         # The collector waits for the whole build, not page by page: each page's rows would
         # otherwise set off collections that walk the growing index again and again.
-        async with self._sessions() as session, paused_gc_async():
+        with paused_gc():  # a plain context manager holds across the awaits inside
+            return await self._build(config, clock)
+
+    async def _build(self, config: IndexConfig, clock: Callable[[], float]) -> Index:
+        async with self._sessions() as session:
             version = await current_version(session)
             builder = IndexBuilder(config, await self._mirrors.read(session), version, clock)
             conn = await session.connection()

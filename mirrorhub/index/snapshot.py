@@ -139,16 +139,7 @@ class Index:
         self.changed.extend(changed)
         self.sha256 += bytes.fromhex("".join([s or _NO_SHA for s in shas]))
         self.has_sha += bytes([1 if s else 0 for s in shas])
-        min_size, only = self.config.min_redirect_size, self._origin_only
-        if only is None:
-            self.origin_flags += bytes([1 if n < min_size else 0 for n in sizes])
-        else:
-            self.origin_flags += bytes(
-                [
-                    1 if n < min_size else 2 if only(p[p.rfind("/") + 1 :]) else 0
-                    for p, n in zip(paths, sizes, strict=True)
-                ]
-            )
+        self.origin_flags += self._origin_flags(paths, sizes)
         self.stamps.extend([0] * len(rows))
         self.bad.extend([None] * len(rows))
         self.kinds.extend([None] * len(rows))
@@ -171,7 +162,7 @@ class Index:
         self.changed[pos] = changed
         self.sha256[32 * pos : 32 * pos + 32] = bytes.fromhex(sha or _NO_SHA)
         self.has_sha[pos] = 1 if sha else 0
-        self.origin_flags[pos] = self._origin_flag(path, size)
+        self.origin_flags[pos] = self._origin_flags((path,), (size,))[0]
         self.touch(pos)
         return pos
 
@@ -234,12 +225,17 @@ class Index:
         self.stamps[pos] = (self.stamps[pos] + 1) & 0xFFFFFFFF
         self._rendered.pop(pos, None)
 
-    def _origin_flag(self, path: str, size: int) -> int:
-        if size < self.config.min_redirect_size:
-            return 1
-        if self._origin_only is not None and self._origin_only(path[path.rfind("/") + 1 :]):
-            return 2
-        return 0
+    def _origin_flags(self, paths: Sequence[str], sizes: Sequence[int]) -> bytes:
+        """Each file's index into _ORIGIN_REASONS: 1 too small, 2 an origin-only name."""
+        min_size, only = self.config.min_redirect_size, self._origin_only
+        if only is None:
+            return bytes([1 if n < min_size else 0 for n in sizes])
+        return bytes(
+            [
+                1 if n < min_size else 2 if only(p[p.rfind("/") + 1 :]) else 0
+                for p, n in zip(paths, sizes, strict=True)
+            ]
+        )
 
     def _count_dirs(self, path: str, delta: int) -> None:
         """Count ``delta`` files into every directory above ``path`` ("a/b/c" or "a/b/")."""
