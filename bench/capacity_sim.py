@@ -44,7 +44,12 @@ POPULATION = [
 TOTAL_CAPACITY = 400_000  # Mbit/s over all mirrors
 MIRROR_COUNT = 50
 SIZES = [(5e6, 0.5), (300e6, 0.35), (2e9, 0.15)]  # bytes, probability
-FILE = OriginFile("pub/release.iso", 1, 1, None, 1.0)
+# One file per size class: selection judges hold-back on the load *after* the file, so it
+# must see the real size (as the dispatcher does: the index holds every file's size).
+FILES = {
+    size: FileFacts(OriginFile("pub/release.iso", int(size), 1, None, 1.0), None)
+    for size, _ in SIZES
+}
 WINDOW = 60.0
 SYNC = 2.0
 
@@ -123,7 +128,7 @@ def simulate(aware: bool, seconds: int, seed: int) -> dict[str, object]:
                 profile = profiles[c] = rank_mirrors(slots, client, Options(), frozenset())
             size = rng.choices([s for s, _ in SIZES], [p for _, p in SIZES])[0]
             d = choose(
-                profile, FileFacts(FILE, None), "x", rng, band=Band(), alternates=0, full=False,
+                profile, FILES[size], "x", rng, band=Band(), alternates=0, full=False,
                 client=Client(ipaddress.ip_address("192.0.2.1"), clients[c]), options=Options(),
                 load=view if aware else None,
             )  # fmt: skip
