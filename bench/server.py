@@ -5,8 +5,9 @@
 
 ``bare`` answers every request with a fixed 302 (``HEADERS_JSON``: a list of [name, value]
 pairs; default: Location and Content-Length only). ``mirrorhub`` runs ``create_app(settings)``.
-Both use the uvicorn options of ``mirrorhub serve`` (one process, uvloop, httptools,
-lifespan on, no access log, no proxy headers, no server header).
+Both use the uvicorn options of ``mirrorhub serve`` (one process, uvloop, httptools with
+mirrorhub's direct-redirect protocol, lifespan on, no access log, no proxy headers, no server
+header); the bare app has no ``fast_redirect``, so uvicorn's ordinary ASGI path serves it.
 
 ``SETTINGS_JSON`` may hold, besides the base fields, ``"source"``: a directory whose
 ``mirrorhub`` package is imported instead of this checkout's (``git archive`` of another
@@ -23,6 +24,8 @@ switches for finding where the time goes, never used by mirrorhub itself:
   dispatcher's stages (context, fast pick, the 302's start
   message, the recorders) with ``perf_counter_ns`` around each call, to compare with the
   same calls in-process (bench/hotpath.py); reported with the counters;
+* ``"stock_protocol": true`` serves mirrorhub with uvicorn's own httptools protocol
+  instead of mirrorhub.web.protocol (every request through ASGI);
 * ``"gc_threshold": [t0, t1, t2]`` sets the collector's thresholds once the app started;
   ``"gc_freeze": true`` freezes the heap then (``gc.freeze()``: the index and imports).
 """
@@ -54,17 +57,28 @@ BARE_HEADERS = [
 ]
 
 
-def uvicorn_options() -> dict[str, Any]:
-    """The settings of ``mirrorhub serve`` (mirrorhub/cli/serve.py), shared by both apps."""
-    return {
+def uvicorn_options(stock_protocol: bool = False) -> dict[str, Any]:
+    """The settings of ``mirrorhub serve`` (mirrorhub/cli/serve.py), shared by every app, plus
+    a warning log level. The bare apps have no ``fast_redirect``, so its protocol serves them
+    the ordinary uvicorn way; ``stock_protocol`` uses uvicorn's own httptools protocol."""
+    options: dict[str, Any] = {
         "loop": "uvloop",
         "http": "httptools",
         "lifespan": "on",
         "access_log": False,
         "proxy_headers": False,
         "server_header": False,
-        "log_level": "warning",
     }
+    try:
+        from mirrorhub.cli.serve import uvicorn_options as serve_options
+    except ImportError:  # a "source" from before mirrorhub serve had its own protocol
+        pass
+    else:
+        options = serve_options()
+    options["log_level"] = "warning"
+    if stock_protocol:
+        options["http"] = "httptools"
+    return options
 
 
 def bare_app(headers: list[list[str]]) -> ASGIApp:
@@ -322,7 +336,10 @@ def main(argv: list[str]) -> int:
         import gc
 
         gc.disable()
-    uvicorn.run(app, host="127.0.0.1", port=port, **uvicorn_options())
+    stock = kind == "mirrorhub" and bool(
+        (json.loads(argv[2]).get("experiment") or {}).get("stock_protocol")
+    )
+    uvicorn.run(app, host="127.0.0.1", port=port, **uvicorn_options(stock))
     return 0
 
 

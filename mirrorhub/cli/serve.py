@@ -31,14 +31,20 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
         upgrade(settings.database_url)
     app = create_app(settings, workers=not args.no_workers)
     uvicorn.run(
-        app,
-        host=args.host or settings.host,
-        port=args.port or settings.port,
-        loop="uvloop",
-        http="httptools",
-        lifespan="on",
-        access_log=False,
-        proxy_headers=False,  # mirrorhub applies its own trusted-proxy rules
-        server_header=False,
+        app, host=args.host or settings.host, port=args.port or settings.port, **uvicorn_options()
     )
     return 0
+
+
+def uvicorn_options() -> dict[str, Any]:
+    """How ``mirrorhub serve`` runs uvicorn (bench/server.py serves its apps the same way)."""
+    from mirrorhub.web.protocol import RedirectProtocol
+
+    return {
+        "loop": "uvloop",
+        "http": RedirectProtocol,  # uvicorn's httptools protocol + direct plain redirects
+        "lifespan": "on",
+        "access_log": False,
+        "proxy_headers": False,  # mirrorhub applies its own trusted-proxy rules
+        "server_header": False,
+    }

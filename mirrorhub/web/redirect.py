@@ -117,6 +117,50 @@ class Dispatcher:
         if raw_path.startswith("/-/") or raw_path == "/-":
             await self.inner(scope, receive, send)
             return
+        start = self.fast_redirect(scope)
+        if start is not None:
+            await send(start)
+            await send(_EMPTY_BODY)
+            return
+        await self.answer(scope, receive, send)
+
+    def fast_redirect(self, scope: Scope) -> Message | None:
+        """The 302's start message when this request is a plain redirect to a mirror (the
+        common case), already recorded; None for everything else, which ``answer`` serves.
+
+        Synchronous and without side effects when it returns None (no random draw, nothing
+        recorded), so mirrorhub.web.protocol can call it straight from the HTTP parser.
+        """
+        method = scope["method"]
+        if method != "GET" and method != "HEAD":
+            return None
+        recorder = self.recorder
+        started = time.perf_counter() if recorder is not None else 0.0
+        index = self.holder.current
+        path = self._paths.get(scope["path"])
+        if path is None:
+            return None  # not seen yet: ``answer`` validates and remembers it
+        pos = index.positions.get(path)
+        if pos is None or index.origin_reason(pos) is not None:
+            return None
+        try:
+            ctx, accept = self.context(scope, index)
+        except BadRequest:
+            return None
+        if ctx.view is not None or (
+            accept and self.views and _accept_view(accept, self.views.names)
+        ):
+            return None
+        picks = index.fast_pick(pos, ctx.profile, self.rng, self.clock(), self.load)
+        if picks is None:
+            return None
+        if recorder is not None:
+            name = ctx.profile.mirror_names[picks[0][0]]
+            recorder.record(Outcome.MIRROR, name, pos, ctx, scope, started)
+        return self.redirect_start(index, pos, ctx.profile, picks)
+
+    async def answer(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Every published-path request ``fast_redirect`` did not answer."""
         recorder = self.recorder
         started = time.perf_counter() if recorder is not None else 0.0
         method = scope["method"]
@@ -126,6 +170,7 @@ class Dispatcher:
                 recorder.record(Outcome.BAD_REQUEST, None, None, None, scope, started)
             return
         index = self.holder.current
+        raw_path = scope["path"]
         try:
             path = self._paths.get(raw_path)
             if path is None:

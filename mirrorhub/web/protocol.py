@@ -1,0 +1,116 @@
+"""uvicorn's httptools protocol, answering plain redirects without the ASGI round trip.
+
+For the common request — GET or HEAD of a published file that goes to a mirror — the
+dispatcher's synchronous ``fast_redirect`` decides while the parser still holds the request,
+and the 302 is written to the socket straight away: no task, no ``receive``/``send``
+coroutines, one validation pass over the header values instead of two regexes per header.
+Everything else (``/-/``, views, the origin, errors, request bodies, pipelined requests,
+a paused socket, upgrades) takes uvicorn's own path unchanged.
+
+This subclasses uvicorn internals (``HttpToolsProtocol`` of the version pinned in
+pyproject.toml); tests/web/test_protocol.py holds its answers byte-equal to uvicorn's own.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+# uvicorn's HEADER_VALUE_RE; tab is allowed in a value, so joining the values with tabs
+# checks all of them in one search.
+_BAD_VALUE = re.compile(b"[\x00-\x08\x0a-\x1f\x7f]")
+_STATUS_302 = b"HTTP/1.1 302 Found\r\n"
+_BODY_HEADERS = (b"content-length", b"transfer-encoding")
+
+
+class _NoEvent:
+    def set(self) -> None:
+        pass
+
+
+class _Answered:
+    """Stands in for uvicorn's request cycle after a direct answer: complete, nothing to
+    deliver (uvicorn's callbacks look at ``self.cycle``: a complete cycle gets no body and
+    no end-of-message, and a lost connection has nobody to wake)."""
+
+    response_complete = True
+    keep_alive = True
+    disconnected = False
+    message_event = _NoEvent()
+
+
+_ANSWERED = _Answered()
+
+
+class RedirectProtocol(HttpToolsProtocol):
+    """``uvicorn.run(..., http=RedirectProtocol)``; the app must be a mirrorhub Dispatcher
+    (anything else is served the ordinary way)."""
+
+    def on_headers_complete(self) -> None:
+        fast = getattr(self.app, "fast_redirect", None)
+        if fast is None or not self._may_answer_now():
+            super().on_headers_complete()
+            return
+        scope: Any = self.scope
+        url = self.url
+        query = b""
+        if b"?" in url:
+            url, _, query = url.partition(b"?")
+        if b"%" in url or b"#" in url or not url.startswith(b"/") or not url.isascii():
+            super().on_headers_complete()  # uvicorn decodes and checks these
+            return
+        path = url.decode("ascii")
+        if path.startswith("/-/") or path == "/-":
+            super().on_headers_complete()
+            return
+        http_version = self.parser.get_http_version()
+        scope["method"] = self.parser.get_method().decode("ascii")
+        if http_version != "1.1":
+            scope["http_version"] = http_version
+        scope["path"] = path
+        scope["raw_path"] = url
+        scope["query_string"] = query
+        start = fast(scope)
+        if start is None:
+            super().on_headers_complete()
+            return
+        keep_alive = http_version != "1.0" and self.parser.should_keep_alive()
+        if not self._write(start["headers"], keep_alive):
+            # A value uvicorn would refuse (never built by the dispatcher): let uvicorn's
+            # path answer and refuse it the usual way. That request is decided twice.
+            super().on_headers_complete()
+            return
+        self.cycle = _ANSWERED  # type: ignore[assignment]
+        if not keep_alive:
+            self.transport.close()
+        self.on_response_complete()
+
+    def _may_answer_now(self) -> bool:
+        """Only a body-less request on an idle, writable connection, no limits configured."""
+        cycle = self.cycle
+        if cycle is not None and not cycle.response_complete:
+            return False  # pipelined behind an unfinished response: keep uvicorn's order
+        if self.flow.write_paused or self.limit_concurrency is not None:
+            return False
+        if self.access_log or self.root_path:
+            return False  # uvicorn logs each answer / prefixes the path
+        if self.parser.should_upgrade() or self.expect_100_continue:
+            return False
+        return all(name not in _BODY_HEADERS for name, _ in self.headers)
+
+    def _write(self, headers: list[tuple[bytes, bytes]], keep_alive: bool) -> bool:
+        values = [value for _, value in headers]
+        if _BAD_VALUE.search(b"\t".join(values)):
+            return False  # let uvicorn refuse it the usual way
+        out = [_STATUS_302]
+        for name, value in self.server_state.default_headers:
+            out += (name, b": ", value, b"\r\n")
+        for name, value in headers:
+            out += (name, b": ", value, b"\r\n")
+        if not keep_alive:
+            out.append(b"connection: close\r\n")
+        out.append(b"\r\n")
+        self.transport.write(b"".join(out))
+        return True

@@ -1,0 +1,184 @@
+"""RedirectProtocol answers exactly as uvicorn's own httptools protocol does.
+
+Two real uvicorn servers on loopback serve two identical dispatchers (same index, same
+random seed): one with uvicorn's stock protocol, one with mirrorhub's. The same raw
+requests, sent byte for byte over sockets, must get byte-identical answers (the ``date``
+header aside), whether the direct path answers them or they fall through to ASGI.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ipaddress
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import uvicorn
+
+from mirrorhub.geo import GeoLocator
+from mirrorhub.web.protocol import RedirectProtocol
+from mirrorhub.web.redirect import Dispatcher
+from tests.web.test_redirect import geo, make_app  # noqa: F401  (geo is a fixture)
+
+TRUST_LOOPBACK = {"trusted_proxies": (ipaddress.ip_network("127.0.0.1/32"),)}
+
+
+class CountingProtocol(RedirectProtocol):
+    """Counts the answers written directly (not through ASGI)."""
+
+    direct = 0
+
+    def _write(self, headers: list[tuple[bytes, bytes]], keep_alive: bool) -> bool:
+        written = super()._write(headers, keep_alive)
+        CountingProtocol.direct += written
+        return written
+
+
+@contextlib.contextmanager
+def running(app: Dispatcher, http: Any) -> Iterator[int]:
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port: int = sock.getsockname()[1]
+    config = uvicorn.Config(
+        app,
+        loop="uvloop",
+        http=http,
+        lifespan="off",
+        access_log=False,
+        log_level="warning",
+        proxy_headers=False,  # as mirrorhub serve: the dispatcher applies its own rules
+    )
+    config.server_header = False
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started:
+        assert time.monotonic() < deadline, "uvicorn did not start"
+        time.sleep(0.01)
+    try:
+        yield port
+    finally:
+        server.should_exit = True
+        thread.join(10)
+        sock.close()
+
+
+def exchange(port: int, raw: bytes) -> bytes:
+    """Send ``raw`` and read until the server closes the connection."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as conn:
+        conn.sendall(raw)
+        chunks = []
+        while chunk := conn.recv(65536):
+            chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def without_date(response: bytes) -> bytes:
+    lines = response.split(b"\r\n")
+    return b"\r\n".join(line for line in lines if not line.lower().startswith(b"date: "))
+
+
+def get(target: str, *headers: str, method: str = "GET", version: str = "1.1") -> bytes:
+    lines = [f"{method} {target} HTTP/{version}", "host: dl.example", *headers]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode()
+
+
+BERLIN = "x-forwarded-for: 192.0.2.10"
+CLOSE = "connection: close"
+# Each entry is one connection; the last request closes it.
+CONVERSATIONS = [
+    # the same file twice: the first teaches the dispatcher the path, the second is direct
+    get("/pub/x.iso", BERLIN) + get("/pub/x.iso", BERLIN) + get("/pub/x.iso", BERLIN, CLOSE),
+    get("/pub/x.iso", BERLIN, method="HEAD") + get("/pub/only-us.iso", CLOSE),
+    get("/pub/x.iso", BERLIN, version="1.0"),  # HTTP/1.0: answered, then closed
+    get("/pub/x.iso?json", BERLIN) + get("/pub/x.iso", "accept: application/json", CLOSE),
+    get("/pub/x.iso?country=US", BERLIN) + get("/pub/x.iso?country=ZZ", BERLIN, CLOSE),
+    get("/pub/a%20b+%C3%BC@.iso", BERLIN) + get("/pub/x.iso.meta4", BERLIN, CLOSE),
+    get("/small.txt", BERLIN) + get("/pub/", BERLIN) + get("/nope.iso", BERLIN, CLOSE),
+    get("/pub/../etc/passwd") + get("/pub//x.iso", CLOSE),
+    get("/-/ping", BERLIN) + get("/-", CLOSE),
+    get("http://dl.example/pub/x.iso", BERLIN, CLOSE),  # absolute form
+    get("/pub/x.iso#frag", BERLIN, CLOSE),
+    # request bodies and other methods go through ASGI
+    get("/pub/x.iso", BERLIN, "content-length: 3") + b"abc" + get("/pub/x.iso", CLOSE),
+    get("/pub/x.iso", BERLIN, "content-length: 0", method="POST")
+    + get("/pub/x.iso", "transfer-encoding: chunked", CLOSE)
+    + b"0\r\n\r\n",
+    get("/pub/x.iso", BERLIN, "expect: 100-continue", "content-length: 0", CLOSE),
+    # pipelined: several requests in one write, answered in order
+    b"".join(get("/pub/x.iso", f"x-forwarded-for: 192.0.2.{n}") for n in range(10, 20))
+    + get("/pub/x.iso?json", BERLIN)
+    + get("/pub/x.iso", BERLIN, CLOSE),
+]
+
+
+def test_answers_are_byte_identical_to_uvicorns(geo: GeoLocator, tmp_path: Path) -> None:  # noqa: F811
+    stock_app = make_app(geo, tmp_path, **TRUST_LOOPBACK)
+    ours_app = make_app(geo, tmp_path, **TRUST_LOOPBACK)
+    CountingProtocol.direct = 0
+    with running(stock_app, "httptools") as stock, running(ours_app, CountingProtocol) as ours:
+        for raw in CONVERSATIONS:
+            expected = without_date(exchange(stock, raw))
+            got = without_date(exchange(ours, raw))
+            assert got == expected, raw
+            assert expected.startswith(b"HTTP/1.1 ")
+    # The direct path answered the repeated plain redirects (not only fallbacks).
+    assert CountingProtocol.direct >= 12
+
+
+def test_a_direct_answer_keeps_the_connection_and_the_date(
+    geo: GeoLocator,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    app = make_app(geo, tmp_path, **TRUST_LOOPBACK)
+    CountingProtocol.direct = 0
+    with running(app, CountingProtocol) as port:
+        exchange(port, get("/pub/x.iso", BERLIN, CLOSE))  # learn the path
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as conn:
+            for _ in range(3):  # keep-alive: three answers on one connection
+                conn.sendall(get("/pub/x.iso", BERLIN))
+                answer = conn.recv(65536)
+                assert answer.startswith(b"HTTP/1.1 302 Found\r\ndate: ")
+                assert b"\r\nlocation: http://de1.example/pub/pub/x.iso\r\n" in answer
+                assert answer.endswith(b"\r\n\r\n") and b"connection: close" not in answer
+    assert CountingProtocol.direct == 3
+
+
+def test_a_plain_asgi_app_is_served_the_ordinary_way(tmp_path: Path) -> None:
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        await send({"type": "http.response.start", "status": 204, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+
+    CountingProtocol.direct = 0
+    with running(app, CountingProtocol) as port:  # type: ignore[arg-type]
+        assert exchange(port, get("/pub/x.iso", CLOSE)).startswith(b"HTTP/1.1 204 ")
+    assert CountingProtocol.direct == 0
+
+
+@pytest.mark.parametrize("bad", [b"\r\nx-injected: 1", b"\x00"])
+def test_a_header_value_uvicorn_would_refuse_is_not_written(
+    geo: GeoLocator,  # noqa: F811
+    tmp_path: Path,
+    bad: bytes,
+) -> None:
+    app = make_app(geo, tmp_path, **TRUST_LOOPBACK)
+    original = app.redirect_start
+
+    def tainted(*args: Any) -> Any:
+        start = original(*args)
+        start["headers"].append((b"x-test", b"value" + bad))
+        return start
+
+    app.redirect_start = tainted  # type: ignore[method-assign]
+    CountingProtocol.direct = 0
+    with running(app, CountingProtocol) as port:
+        exchange(port, get("/pub/x.iso", BERLIN, CLOSE))  # learn the path (ASGI: refused)
+        answer = exchange(port, get("/pub/x.iso", BERLIN, CLOSE))
+    assert b"x-injected" not in answer and b"\x00" not in answer
+    assert CountingProtocol.direct == 0
