@@ -480,6 +480,13 @@ def main(argv: list[str] | None = None) -> int:
         'merged into its config (see bench/server.py), e.g. \'no-load={"experiment": '
         '{"load_sync": false}}\' or \'links-2={"settings": {"link_alternates": 1}}\'',
     )
+    parser.add_argument(
+        "--capacity-scale",
+        type=float,
+        default=1.0,
+        help="multiply every synthetic mirror's capacity (1: wrk's load is far beyond every "
+        "mirror, so the capacity-aware pick holds them all back; 10000: every mirror has room)",
+    )
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory")
     parser.add_argument(
@@ -527,7 +534,11 @@ def run(args: argparse.Namespace, workdir: Path, info: dict[str, Any]) -> int:
     geo = write_geoip(workdir)
     print(f"building {args.files:,} files x {args.mirrors} mirrors ...", flush=True)
     stats = build_database(
-        workdir / "mirrorhub.db", files=args.files, mirrors=args.mirrors, blocks=geo.blocks
+        workdir / "mirrorhub.db",
+        files=args.files,
+        mirrors=args.mirrors,
+        blocks=geo.blocks,
+        capacity_scale=args.capacity_scale,
     )
     print(
         f"database ready in {stats.seconds:.1f} s: {stats.diffs:,} diffs, "
@@ -634,6 +645,7 @@ def run(args: argparse.Namespace, workdir: Path, info: dict[str, Any]) -> int:
         "setup": {
             "files": args.files,
             "mirrors": args.mirrors,
+            "capacity_scale": args.capacity_scale,
             "diffs": stats.diffs,
             "redirectable_files": len(stats.redirectable),
             "clients": args.clients,

@@ -265,8 +265,10 @@ def build_database(
     diff_percent: float = 2.5,
     seed: int = 3,
     progress: bool = True,
+    capacity_scale: float = 1.0,
 ) -> DatabaseStats:
-    """Create and fill a migrated SQLite database at ``path``."""
+    """Create and fill a migrated SQLite database at ``path``. Mirror capacities are 100 Mbit/s
+    to 40 Gbit/s times ``capacity_scale``."""
     started = time.perf_counter()
     url = f"sqlite:///{path}"
     upgrade(url)
@@ -275,6 +277,8 @@ def build_database(
     engine = _sync_engine(path)
     redirectable: list[str] = []
     mirror_rows = _mirror_rows(mirrors, rng, blocks, now)
+    for row in mirror_rows:
+        row["capacity"] = round(row["capacity"] * capacity_scale)
     total_diffs = 0
     with engine.begin() as conn:
         conn.execute(insert(MirrorRow), mirror_rows)
