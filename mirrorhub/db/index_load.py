@@ -6,15 +6,23 @@ grouped by file in SQL (one row per file instead of one per (mirror, file): 3.7 
 rows become 0.8 million at 1,000,000 files x 200 mirrors), and fills the new index from
 each page in a thread while the event loop keeps answering from the old one.
 
+On SQLite with many files, a child process reads the differences meanwhile (its own GIL:
+see :mod:`.diff_reader`) and the parent only reads and fills the files; when the child
+fails, answers late or from an older version, the differences are read here after all.
+
 Consistency: the version is read first. Whatever commits while the rest is read has a
 newer version, and its change-log entry makes the next refresh re-read those files, so an
-index is never labelled newer than its data and converges.
+index is never labelled newer than its data and converges. (The child reads at a version
+at least as new, in one snapshot, and says which; it starts after the version was read.)
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import logging
+import subprocess
+import sys
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
@@ -35,12 +43,19 @@ from mirrorhub.index.build import paused_gc
 from mirrorhub.index.source import Confirmation, MirrorPair
 from mirrorhub.selection import KIND_MISSING, KIND_OUTDATED
 
-from . import changelog
+from . import changelog, diff_reader
 from .models import MirrorRow, MirrorStateRow
 from .repositories import current_version, row_to_mirror, row_to_state
 
 PAGE = 20_000  # files per page of a full build
 ID_CHUNK = 250  # ids per lookup of a change set (each chunk is converted on the loop: ~2 ms)
+# A full build on SQLite reads the differences in a child process from this many files on
+# (by the largest file id; below, starting it costs more than it saves).
+PROCESS_MIN_FILES = 50_000
+PROCESS_TIMEOUT = 120.0  # seconds the child may still take once the files are in
+READER_SCRIPT = diff_reader.__file__
+
+log = logging.getLogger(__name__)
 
 
 # The SQL below is assembled from constants only (ruff's S608 cannot tell).
@@ -86,6 +101,7 @@ _GROUPS_BY_ID = Query(
     _SQLITE_GROUPS.format(f"file_id {_IN_SQLITE}"),
     _PG_GROUPS.format("file_id = ANY($1::int[])"),
 )
+_LAST_ID = Query("SELECT max(id) FROM origin_files", "SELECT max(id) FROM origin_files")
 _CONFIRMED = "SELECT mirror_id, file_id, checked_at FROM mirror_file_confirmations"
 _CONFIRMATIONS = Query(_CONFIRMED, _CONFIRMED)
 _CONFIRMATIONS_BY_ID = Query(
@@ -142,7 +158,8 @@ def parse_groups(rows: Iterable[Sequence[Any]]) -> list[DiffGroup]:
 
 def _fill(builder: IndexBuilder, files: list[FileTuple], groups: list[Any]) -> None:
     builder.add_files(files)
-    builder.add_diff_lists(groups)
+    if groups:
+        builder.add_diff_lists(groups)
 
 
 async def _fetch(conn: AsyncConnection, query: Query, *params: Any) -> list[Any]:
@@ -166,12 +183,64 @@ async def _file_page(conn: AsyncConnection, after: int) -> list[FileTuple]:
     return await _fetch(conn, _FILES, after, PAGE)
 
 
-class DatabaseLoader:
-    """:class:`mirrorhub.index.IndexLoader` over the database."""
+class DiffProcess:
+    """A running :mod:`.diff_reader` child."""
 
-    def __init__(self, sessions: async_sessionmaker[AsyncSession]) -> None:
+    def __init__(self, proc: subprocess.Popen[bytes]) -> None:
+        self._proc = proc
+
+    @classmethod
+    def start(cls, database: str, mirror_ids: Sequence[int]) -> DiffProcess:
+        # -I -S: no site, no environment, no script directory on the path: stdlib only.
+        command = [sys.executable, "-I", "-S", READER_SCRIPT, database]
+        command.append(",".join(str(m) for m in mirror_ids))
+        proc = subprocess.Popen(
+            command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+        )
+        return cls(proc)
+
+    def result(self, timeout: float) -> diff_reader.DiffSets:
+        """Waits for the child (blocking: call it in a thread); raises RuntimeError."""
+        try:
+            out, err = self._proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.stop()
+            raise RuntimeError(f"no answer within {timeout:.0f} s") from None
+        if self._proc.returncode != 0:
+            tail = err.decode(errors="replace").strip().splitlines()[-1:] or [""]
+            raise RuntimeError(f"exit status {self._proc.returncode}: {tail[0]}")
+        try:
+            return diff_reader.decode(out)
+        except ValueError as exc:
+            raise RuntimeError(f"unreadable result: {exc}") from exc
+
+    def stop(self) -> None:
+        if self._proc.poll() is None:
+            self._proc.kill()
+            self._proc.wait()
+        for stream in (self._proc.stdout, self._proc.stderr):
+            if stream is not None:
+                stream.close()
+
+
+class DatabaseLoader:
+    """:class:`mirrorhub.index.IndexLoader` over the database.
+
+    ``process_min_files``: from how many files (by the largest id) a full build on SQLite
+    reads the differences in a child process; None: never. ``diff_source`` says how the
+    last full build read them: "in-process", "process" or "fallback" (the child failed).
+    """
+
+    def __init__(
+        self,
+        sessions: async_sessionmaker[AsyncSession],
+        *,
+        process_min_files: int | None = PROCESS_MIN_FILES,
+    ) -> None:
         self._sessions = sessions
         self._mirrors = MirrorReader()
+        self._process_min_files = process_min_files
+        self.diff_source = ""
 
     async def version(self) -> int:
         async with self._sessions() as session:
@@ -192,16 +261,69 @@ class DatabaseLoader:
             version = await current_version(session)
             builder = IndexBuilder(config, await self._mirrors.read(session), version, clock)
             conn = await session.connection()
-            after = -1
-            while page := await _file_page(conn, after):
-                after = page[-1][0]
-                groups = await _fetch(conn, _GROUPS_BETWEEN, page[0][0], after)
-                # Filling runs in a thread so the event loop keeps answering from the old
-                # index. Not overlapped with the next read: a busy thread holding the GIL
-                # stalls the driver's thread at every row (measured slower than in turn).
-                await asyncio.to_thread(_fill, builder, page, groups)
+            child = await self._start_child(conn, builder)  # after the version: as new or newer
+            try:
+                after = -1
+                while page := await _file_page(conn, after):
+                    after = page[-1][0]
+                    groups = [] if child else await _fetch(conn, _GROUPS_BETWEEN, page[0][0], after)
+                    # Filling runs in a thread so the event loop keeps answering from the old
+                    # index. Not overlapped with the next read: a busy thread holding the GIL
+                    # stalls the driver's thread at every row (measured slower than in turn).
+                    await asyncio.to_thread(_fill, builder, page, groups)
+                if child is not None and not await self._take_child(child, builder, version):
+                    self.diff_source = "fallback"
+                    await _read_groups_after(conn, builder)
+            finally:
+                if child is not None:
+                    child.stop()
             builder.add_confirmations(await _fetch(conn, _CONFIRMATIONS))
         return builder.finish()
+
+    async def _start_child(
+        self, conn: AsyncConnection, builder: IndexBuilder
+    ) -> DiffProcess | None:
+        """The child reading the differences, if this build should have one."""
+        self.diff_source = "in-process"
+        database = conn.engine.url.database
+        if (
+            self._process_min_files is None
+            or conn.dialect.name != "sqlite"
+            or not database
+            or database == ":memory:"
+            or database.startswith("file:")
+        ):
+            return None
+        last = (await _fetch(conn, _LAST_ID))[0][0]
+        if last is None or last < self._process_min_files:
+            return None
+        positions = builder.index.mirror_positions()
+        try:
+            child = DiffProcess.start(database, sorted(positions, key=positions.__getitem__))
+        except OSError as exc:
+            log.warning("differences read in-process: no child process (%s)", exc)
+            self.diff_source = "fallback"
+            return None
+        self.diff_source = "process"
+        return child
+
+    async def _take_child(self, child: DiffProcess, builder: IndexBuilder, version: int) -> bool:
+        try:
+            sets = await asyncio.to_thread(child.result, PROCESS_TIMEOUT)
+            if sets.version < version:
+                raise RuntimeError(f"read version {sets.version}, older than {version}")
+        except RuntimeError as exc:
+            log.warning("differences read in-process: the child process failed (%s)", exc)
+            return False
+        await asyncio.to_thread(
+            builder.add_diff_sets,
+            sets.file_ids,
+            sets.set_of,
+            sets.offsets,
+            sets.positions,
+            sets.kinds,
+        )
+        return True
 
     async def delta(self, version: int, file_ids: frozenset[int]) -> IndexDelta:
         async with self._sessions() as session:
@@ -217,6 +339,15 @@ class DatabaseLoader:
                 groups += parse_groups(await _fetch(conn, _GROUPS_BY_ID, ids))
                 confirmations += [tuple(r) for r in await _fetch(conn, _CONFIRMATIONS_BY_ID, ids)]
         return IndexDelta(version, mirrors, file_ids, files, groups, confirmations)
+
+
+async def _read_groups_after(conn: AsyncConnection, builder: IndexBuilder) -> None:
+    """The differences of the files already in ``builder``, a page of file ids at a time."""
+    ids = builder.index.file_ids
+    for start in range(0, len(ids), PAGE):
+        first, last = ids[start], ids[min(start + PAGE, len(ids)) - 1]
+        groups = await _fetch(conn, _GROUPS_BETWEEN, first, last)
+        await asyncio.to_thread(builder.add_diff_lists, groups)
 
 
 async def load_index_source(session: AsyncSession) -> IndexSource:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import itertools
 import time
 from array import array
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -52,6 +53,7 @@ class IndexBuilder:
         self.index = Index(config, mirrors, version, clock())
         self._clock = clock
         self._recent: dict[int, int] = {}
+        self._page: tuple[int, Sequence[FileTuple]] = (0, ())  # the last files added
         # Files lacking the same mirrors share one object (never changed in place: an
         # update replaces it): less memory, and a lookup instead of a conversion.
         self._shared: dict[str, tuple[Sequence[int], bytes]] = {}
@@ -61,9 +63,9 @@ class IndexBuilder:
         with paused_gc():
             start = len(index.paths)
             index.append_files(rows)
-            # where the page's files went: the next page of differences is about them
-            ids = [r[0] for r in rows]
-            self._recent = dict(zip(ids, range(start, len(index.paths)), strict=True))
+            # where the page's files went: the next page of differences is about them (the
+            # lookup is made when they come; none come when another process reads them)
+            self._page, self._recent = (start, rows), {}
 
     def add_diffs(self, groups: Iterable[DiffGroup]) -> None:
         index = self.index
@@ -84,6 +86,11 @@ class IndexBuilder:
             position[str(2 * mirror_id)] = position[str(2 * mirror_id + 1)] = where
             kind[str(2 * mirror_id)], kind[str(2 * mirror_id + 1)] = KIND_OUTDATED, KIND_MISSING
         wide = len(position) > 2 * 256  # positions past 255
+        start, page = self._page
+        if page:
+            ids = [r[0] for r in page]
+            self._recent = dict(zip(ids, range(start, start + len(ids)), strict=True))
+            self._page = (0, ())
         recent, shared = self._recent, self._shared
         with paused_gc():
             for file_id, text in rows:
@@ -109,6 +116,31 @@ class IndexBuilder:
                         shared[text] = found
                 index.put_diff_positions(pos, *found)
 
+    def add_diff_sets(
+        self,
+        file_ids: Sequence[int],
+        set_of: Sequence[int],
+        offsets: Sequence[int],
+        positions: bytes | array[int],
+        kinds: bytes,
+    ) -> None:
+        """Differences already converted to what the index holds (a separate process does it,
+        see mirrorhub.db.diff_reader): file ``file_ids[i]`` (ascending) lacks set
+        ``set_of[i]``, mirror positions ``positions[offsets[k]:offsets[k + 1]]`` with the
+        same slice of ``kinds``. Every file gets its set's one shared pair of objects."""
+        index = self.index
+        with paused_gc():
+            sets = [(positions[a:b], kinds[a:b]) for a, b in itertools.pairwise(offsets)]
+            ids, paths, bad, kind_of = index.file_ids, index.paths, index.bad, index.kinds
+            end, pos = len(ids), 0
+            for file_id, number in zip(file_ids, set_of, strict=True):
+                while pos < end and ids[pos] < file_id:
+                    pos += 1
+                if pos == end:
+                    break
+                if ids[pos] == file_id and paths[pos]:  # else deleted between the reads: gone
+                    bad[pos], kind_of[pos] = sets[number]
+
     def add_confirmations(self, rows: Iterable[Confirmation]) -> None:
         per_file: dict[int, dict[int, float]] = {}
         for mirror_id, file_id, checked in rows:
@@ -120,7 +152,7 @@ class IndexBuilder:
                 index.put_confirmations(pos, confirmed)
 
     def finish(self) -> Index:
-        self._shared, self._recent = {}, {}
+        self._shared, self._recent, self._page = {}, {}, (0, ())
         self.index.built_at = self._clock()
         return self.index
 

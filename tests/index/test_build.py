@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from array import array
+
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -47,3 +49,48 @@ def test_code_lists_equal_plain_groups(groups: dict[int, dict[int, bool]]) -> No
             if m in ids
         )
         assert want == expected
+
+
+def _sets(groups: dict[int, dict[int, bool]], positions: dict[int, int], wide: bool) -> tuple:  # type: ignore[type-arg]
+    """What mirrorhub.db.diff_reader makes of ``groups``: shared sets, mirrors unknown to
+    ``positions`` left out, a file left with nothing left out."""
+    file_ids, set_of, offsets = array("q"), array("I"), array("I", [0])
+    pos, kinds, known = array("H" if wide else "B"), bytearray(), {}
+    for f in sorted(groups):
+        lacking = [(m, missing) for m, missing in groups[f].items() if m in positions]
+        if not lacking:
+            continue
+        key = tuple(lacking)
+        if key not in known:
+            known[key] = len(offsets) - 1
+            pos.extend(positions[m] for m, _ in lacking)
+            kinds += bytes(KIND_MISSING if missing else KIND_OUTDATED for _, missing in lacking)
+            offsets.append(len(kinds))
+        file_ids.append(f)
+        set_of.append(known[key])
+    return file_ids, set_of, offsets, pos if wide else pos.tobytes(), bytes(kinds)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.dictionaries(
+        st.sampled_from([f[0] for f in FILES] + [0, 99]),  # not in the index: gone
+        st.dictionaries(st.sampled_from([1, 2, 5, 9, 12]), st.booleans(), min_size=1),  # 12: new
+    ),
+    st.booleans(),
+)
+def test_diff_sets_equal_code_lists(groups: dict[int, dict[int, bool]], wide: bool) -> None:
+    lists = IndexBuilder(IndexConfig(), MIRRORS, 1)
+    sets = IndexBuilder(IndexConfig(), MIRRORS, 1)
+    for builder in (lists, sets):
+        builder.add_files(FILES)
+    lists.add_diff_lists(
+        (f, ",".join(str(2 * m + missing) for m, missing in lacking.items()))
+        for f, lacking in sorted(groups.items())
+    )
+    sets.add_diff_sets(*_sets(groups, sets.index.mirror_positions(), wide))
+    a, b = lists.finish(), sets.finish()
+    for pos in range(len(FILES)):
+        assert (a.bad[pos] is None) == (b.bad[pos] is None)
+        assert list(a.bad[pos] or ()) == list(b.bad[pos] or ())
+        assert a.kinds[pos] == b.kinds[pos]
