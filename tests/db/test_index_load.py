@@ -4,6 +4,7 @@ after every kind of change the live index answers exactly as a full build would.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import random
 import sqlite3
@@ -398,3 +399,48 @@ def test_the_reader_script_agrees_with_the_index_on_kinds() -> None:
         selection.KIND_MISSING,
         selection.KIND_OUTDATED,
     )
+
+
+def test_the_reader_converts_each_distinct_set_once_and_drops_unknown_mirrors() -> None:
+    table = diff_reader.SetTable([5, 9])  # positions 0 and 1
+    # "10": mirror 5 outdated, "19": mirror 9 missing, "12"/"13": mirror 6, not in the list
+    assert list(table.numbers(["10,19", "19", "10,19"])) == [0, 1, 0]
+    assert list(table.numbers(["12,19", "13", "19", "10"])) == [2, -1, 1, 3]
+    sets = [
+        (list(table.positions[a:b]), table.kinds[a:b]) for a, b in itertools.pairwise(table.offsets)
+    ]
+    missing, outdated = diff_reader.KIND_MISSING, diff_reader.KIND_OUTDATED
+    assert sets == [
+        ([0, 1], bytes([outdated, missing])),
+        ([1], bytes([missing])),
+        ([1], bytes([missing])),  # "12,19" without mirror 6
+        ([0], bytes([outdated])),
+    ]
+
+
+async def test_the_reader_leaves_out_mirrors_the_parent_does_not_know(
+    sqlite_sessions: Sessions, tmp_path: Path
+) -> None:
+    await populate(sqlite_sessions, 1_000, [1, 2, 3])
+    expected: dict[int, list[tuple[int, int]]] = {}
+    with sqlite3.connect(tmp_path / "index.db") as db:
+        for mirror_id, file_id, kind in db.execute(
+            "SELECT mirror_id, file_id, kind FROM mirror_file_diffs ORDER BY file_id, mirror_id"
+        ):
+            if mirror_id != 2:  # not in the list below
+                code = diff_reader.KIND_MISSING if kind == "missing" else diff_reader.KIND_OUTDATED
+                expected.setdefault(file_id, []).append(([3, 1].index(mirror_id), code))
+    sets = diff_reader.read(str(tmp_path / "index.db"), [3, 1])
+    assert sets.version == 1 and list(sets.file_ids) == sorted(expected)
+    got = {
+        file_id: sorted(
+            zip(
+                sets.positions[sets.offsets[n] : sets.offsets[n + 1]],
+                sets.kinds[sets.offsets[n] : sets.offsets[n + 1]],
+                strict=True,
+            )
+        )
+        for file_id, n in zip(sets.file_ids, sets.set_of, strict=True)
+    }
+    assert got == {f: sorted(pairs) for f, pairs in expected.items()}
+    assert diff_reader.decode(b"".join(diff_reader.encode(sets))) == sets
