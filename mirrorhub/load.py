@@ -5,8 +5,9 @@ redirect adds the file's size to that mirror's sliding window (the last ``window
 The estimate in Mbit/s, combined with other dispatchers' estimates, gives a utilisation per
 mirror; :func:`load_factor` turns utilisation into a weight multiplier that stays 1 while a
 mirror has room, falls to 0 as it reaches its capacity, and comes back as load drops.
-:func:`weighted_pick` uses the multipliers: a band whose mirrors are held back sends the
-excess to the next-best fresh mirrors, nearest first.
+:func:`weighted_pick` uses the multipliers: what held-back band members shed goes to the
+band's members with room while there are any, else to the next-best fresh mirrors, nearest
+first.
 
 Everything here is pure or takes an injected clock, so tests are deterministic.
 """
@@ -173,18 +174,25 @@ def weighted_pick(
     """Pick a band member (``(True, i)``) or a spill candidate (``(False, j)``).
 
     With every factor 1 this is exactly the plain capacity-weighted draw over the band (one
-    ``rng.random()`` call). When band members are held back, the share of traffic they lose
-    (``1 - effective/nominal``) goes to the spill candidates, weighted by their own effective
-    capacity and halved at each step away from the band, so the nearest with room gets most.
-    If no spill candidate has room either, the band takes it all at its nominal weights:
-    overload is shared, never turned into failures. (Selection calls :func:`overflow_pick`
-    instead when every factor is 0.)
+    ``rng.random()`` call). A held-back member keeps ``factor`` x its usual share; the share
+    the held-back members lose (``1 - effective/nominal``) goes, while any band member is not
+    held back (factor 1: room even after this file), to those members in proportion to
+    their capacity: a near mirror with room is better than a farther one (see :func:`absorb`;
+    the spill candidates are then not looked at, and may be empty). When every band member
+    is held back, it goes to the spill candidates, weighted by their own effective capacity
+    and halved at each step away from the band, so the nearest with room gets most. If no
+    spill candidate has room either, the band takes it all at its effective weights (at its
+    nominal ones when those are all 0): overload is shared, never turned into failures.
+    (Selection calls :func:`overflow_pick` instead when every factor is 0.)
     """
     nominal = float(sum(band_caps))
     effective = [c * f for c, f in zip(band_caps, band_factors, strict=True)]
     eff_total = sum(effective)
     if eff_total >= nominal:
         return True, _draw(band_caps, rng.random() * nominal)
+    if 1.0 in band_factors:
+        weights = absorb(band_caps, band_factors, effective, nominal - eff_total)
+        return True, _draw(weights, rng.random() * nominal)
     spill_weights = [
         c * f * SPILL_DECAY**k
         for k, (c, f) in enumerate(zip(spill_caps, spill_factors, strict=True))
@@ -199,6 +207,23 @@ def weighted_pick(
     if u < spill_share:
         return False, _draw(spill_weights, u / spill_share * spill_total)
     return True, _draw(effective, (u - spill_share) / (1.0 - spill_share) * eff_total)
+
+
+def absorb(
+    band_caps: Sequence[float],
+    band_factors: Sequence[float],
+    effective: Sequence[float],
+    shed: float,
+) -> list[float]:
+    """Band weights (summing to the band's nominal capacity) when the held-back members'
+    lost share ``shed`` goes to the members not held back (factor 1), by capacity. The
+    caller makes sure there is at least one."""
+    room = sum(c for c, f in zip(band_caps, band_factors, strict=True) if f == 1.0)
+    scale = 1.0 + shed / room
+    return [
+        c * scale if f == 1.0 else e
+        for c, f, e in zip(band_caps, band_factors, effective, strict=True)
+    ]
 
 
 def spare(load: LoadView, names: Sequence[str], nbytes: int) -> list[float]:

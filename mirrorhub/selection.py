@@ -35,7 +35,15 @@ from mirrorhub.domain import (
     Tier,
 )
 from mirrorhub.geo import distance_km
-from mirrorhub.load import SPILL_DECAY, LoadView, _draw, overflow_pick, spare, weighted_pick
+from mirrorhub.load import (
+    SPILL_DECAY,
+    LoadView,
+    _draw,
+    absorb,
+    overflow_pick,
+    spare,
+    weighted_pick,
+)
 
 # Order in which per-file reasons are reported by kind code stored in the index.
 KIND_MISSING = 0
@@ -393,6 +401,9 @@ def _load_shares(
     nominal = sum(caps)
     effective = [c * f for c, f in zip(caps, band_f, strict=True)]
     eff_total = sum(effective)
+    if eff_total < nominal and 1.0 in band_f:  # members with room take the shed share
+        weights = absorb(caps, band_f, effective, nominal - eff_total)
+        return {id(r): w / nominal for r, w in zip(band, weights, strict=True)}
     weights = [
         c * f * SPILL_DECAY**k for k, (c, f) in enumerate(zip(spill_caps, spill_f, strict=True))
     ]
@@ -541,7 +552,9 @@ def pick_in_band(
     With a warm load view, the band's factors are computed first. When none holds a member
     back, :func:`~mirrorhub.load.weighted_pick` would make the plain capacity-weighted draw
     (one ``rng.random()``, the same point on the same running sums), so that draw is made
-    here. When every member and every spill candidate is held back entirely (factor 0),
+    here. When some but not all members are held back, ``weighted_pick`` keeps the file in
+    the band without looking at the spill candidates, so their factors are not computed.
+    When every member and every spill candidate is held back entirely (factor 0),
     :func:`~mirrorhub.load.overflow_pick` sends the file where it still fits under 100 %.
     Otherwise all factors go to ``weighted_pick``. :func:`choose` does the same.
     """
@@ -549,14 +562,17 @@ def pick_in_band(
     if load is not None and load.warm:
         band_f = load_factors(load, found.member_names, size)
         if band_f.count(1.0) != len(band_f):
-            spill_f = load_factors(load, found.spill_names, size)
-            if any(band_f) or any(spill_f):
-                in_band, k = weighted_pick(
-                    found.member_caps, band_f, found.spill_caps, spill_f, rng
-                )
+            if 1.0 in band_f:  # a member with room takes what the held-back ones shed
+                in_band, k = weighted_pick(found.member_caps, band_f, (), (), rng)
             else:
-                names = found.member_names + found.spill_names
-                in_band, k = overflow_pick(len(found.members), spare(load, names, size), rng)
+                spill_f = load_factors(load, found.spill_names, size)
+                if any(band_f) or any(spill_f):
+                    in_band, k = weighted_pick(
+                        found.member_caps, band_f, found.spill_caps, spill_f, rng
+                    )
+                else:
+                    names = found.member_names + found.spill_names
+                    in_band, k = overflow_pick(len(found.members), spare(load, names, size), rng)
             first = found.members[k] if in_band else found.others[k]
     if first < 0:
         cumulative = found.cumulative

@@ -26,6 +26,7 @@ from mirrorhub.domain import (
 from mirrorhub.load import (
     LoadEstimator,
     LoadView,
+    absorb,
     load_factor,
     make_view,
     overflow_pick,
@@ -225,3 +226,86 @@ def test_a_file_that_fits_nowhere_goes_to_the_least_overloaded() -> None:
     room = spare(view, ["a", "b"], size)
     assert all(r <= 0 for r in room)
     assert overflow_pick(2, room, random.Random(1)) == (True, 1)
+
+
+def test_what_a_held_back_member_sheds_goes_to_band_members_with_room_first() -> None:
+    """near keeps half its usual share (factor 0.5); the other half goes to near2, in the
+    same band with room, not to the farther spill candidates."""
+    got = shares(LoadView({"near": 0.5}, {}))
+    assert got["mid"] == got["far"] == got["de-only"] == 0
+    assert abs(got["near"] / 4000 - 0.25) < 0.03 and abs(got["near2"] / 4000 - 0.75) < 0.03
+
+
+def test_decision_shares_with_a_band_member_held_back() -> None:
+    slots = [
+        make_slot(i, m, MirrorState(Health.UP, last_good_scan=10.0), None)
+        for i, m in enumerate(MIRRORS)
+    ]
+    profile = rank_mirrors(slots, CLIENT, Options(), frozenset())
+    d = choose(profile, FileFacts(FILE, None), "x.iso", random.Random(1), band=Band(1.5, 50), alternates=2,
+               full=True, client=CLIENT, options=Options(), load=LoadView({"near": 0.5}, {}))  # fmt: skip
+    share = {c.mirror.name: c.share for c in d.ranked}
+    assert share["near"] == pytest.approx(0.25) and share["near2"] == pytest.approx(0.75)
+    assert share["mid"] == share["far"] == 0
+
+
+def test_absorbing_weights_keep_the_band_total_and_one_draw() -> None:
+    caps, factors = [100.0, 300.0, 600.0], [0.25, 1.0, 1.0]
+    weights = absorb(caps, factors, [c * f for c, f in zip(caps, factors, strict=True)], 75.0)
+    assert weights == pytest.approx([25.0, 325.0, 650.0]) and sum(weights) == pytest.approx(1000)
+    rng, twin = random.Random(3), random.Random(3)
+    weighted_pick(caps, factors, [], [], rng)
+    twin.random()
+    assert rng.random() == twin.random()  # exactly one draw, as without load
+
+
+GB2 = 2_000_000_000  # 267 Mbit/s over a 60 s window
+MB5 = 5_000_000
+
+
+def picks(view: LoadView, size: int, draws: int = 2000) -> Counter[str]:
+    """Like shares(), for one file size, and without feeding the picks back into the view."""
+    slots = [
+        make_slot(i, m, MirrorState(Health.UP, last_good_scan=10.0), None)
+        for i, m in enumerate(MIRRORS)
+    ]
+    profile = rank_mirrors(slots, CLIENT, Options(), frozenset())
+    facts = FileFacts(OriginFile("x.iso", size, 1, None, 1.0), None)
+    rng = random.Random(11)
+    out: Counter[str] = Counter()
+    for _ in range(draws):
+        d = choose(profile, facts, "x.iso", rng, band=Band(1.5, 50), alternates=2,
+                   full=False, client=CLIENT, options=Options(), load=view)  # fmt: skip
+        assert d.chosen is not None
+        out[d.chosen.mirror.name] += 1
+    return out
+
+
+def test_per_file_size_hold_back_and_recovery_with_an_injected_clock() -> None:
+    """A mirror with room for a small file but not for a large one gets small files at its
+    usual share and no large ones, which go to its band peer with room (not farther); when
+    its traffic leaves the window, it gets large files again."""
+    caps = {m.name: m.capacity * 10 for m in MIRRORS}  # near, near2: 1,000 Mbit/s
+    clock = Clock()
+    est = LoadEstimator(window=60, step=1, clock=clock)
+    est.add("near", 3 * GB2)  # 800 Mbit/s: 80 %; + one 2 GB file would be 107 %
+    view = make_view(est.mbps(), {}, caps)
+    assert view.factor("near") == 1.0 and view.factor_for("near", GB2) == 0.0
+    small, large = picks(view, MB5), picks(view, GB2)
+    assert abs(small["near"] / 2000 - 0.5) < 0.05 and small["mid"] == 0
+    assert large["near"] == 0 and large["near2"] == 2000
+    clock.t += 61  # the 6 GB left the window; the next sync rebuilds the view
+    view = make_view(est.mbps(), {}, caps)
+    assert view.factor_for("near", GB2) == 1.0
+    large = picks(view, GB2)
+    assert abs(large["near"] / 2000 - 0.5) < 0.05
+
+
+def test_a_band_at_capacity_spills_past_its_tier_only_to_allowed_mirrors() -> None:
+    """Both band members full for this file (judged on the load after it): it goes to the
+    spill candidates, never to the restricted mirror, and the band gets nothing."""
+    caps = {m.name: m.capacity * 10 for m in MIRRORS}
+    view = make_view({"near": 900.0, "near2": 900.0}, {}, caps)
+    got = picks(view, GB2)
+    assert got["near"] == got["near2"] == got["de-only"] == 0
+    assert got["mid"] > got["far"] > 0
