@@ -111,13 +111,16 @@ async def server_like(
     # The first pass's bytes per mirror, as if this request mix ran at ``rate`` per second
     # for the whole window (what the server's estimate holds under wrk).
     scale = rate * estimator.window / max(redirects, 1)
+    # The load recorder hands this step's redirects to the estimator when asked.
+    recorders = state.extras.get("recorders", [])
+    estimate = next((r.estimate for r in recorders if hasattr(r, "estimate")), estimator.mbps)
     view = make_view(
-        {m: v * scale for m, v in estimator.mbps().items()},
+        {m: v * scale for m, v in estimate().items()},
         {},
         capacities,
         window=estimator.window,
     )
-    for r in state.extras.get("recorders", []):
+    for r in recorders:
         if hasattr(r, "view"):
             r.view = view  # the LoadRecorder adds each redirect to the view it shares
     modes: dict[str, tuple[Any, Any]] = {

@@ -1,7 +1,8 @@
 """Capacity-aware distribution in a running dispatcher.
 
-A :class:`LoadRecorder` adds each redirected file's size to this dispatcher's sliding-window
-estimate and to its current view (on the hot path: a few additions). On start-up and then
+A :class:`LoadRecorder` adds each redirected file's size to this dispatcher's current view at
+once and to its sliding-window estimate once per mirror and estimate step (on the hot path:
+a dict addition and :meth:`~mirrorhub.load.LoadView.add`). On start-up and then
 every ``load_sync_seconds`` a background task publishes the estimate in ``mirror_load``,
 reads the other dispatchers' fresh estimates, and swaps a new
 :class:`~mirrorhub.load.LoadView` into the dispatcher. With the database away, the
@@ -23,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import os
 import socket
 from collections.abc import Mapping
@@ -42,10 +44,25 @@ ESTIMATE_STEP = 1.0  # seconds per bucket of the sliding-window estimate
 
 
 class LoadRecorder(Recorder):
+    """Adds each redirect to the dispatcher's view at once and to the estimator per step.
+
+    The view (what the next pick reads) gets every redirect on the spot. The estimator
+    (read only by the sync task, through :meth:`estimate`) gets one
+    :meth:`~mirrorhub.load.LoadEstimator.add` per mirror and step: this step's bytes wait in
+    ``pending`` and are handed over, into the step they were redirected in, when the first
+    redirect of a later step arrives or the estimate is read. Every read of the estimate
+    therefore sees exactly what per-redirect calls would have given.
+    """
+
     def __init__(self, state: AppState, estimator: LoadEstimator) -> None:
         self.state = state
         self.estimator = estimator
         self.view = LoadView({}, {})  # the dispatcher's view; replaced at every sync
+        self.pending: dict[str, int] = {}  # bytes per mirror in the current step
+        self.clock = estimator.clock
+        self.step_start = math.inf  # the current step is [step_start, step_end)
+        self.step_end = -math.inf
+        self.step_at = 0.0  # the time of the current step's first redirect
 
     def record(
         self,
@@ -59,8 +76,43 @@ class LoadRecorder(Recorder):
         if outcome is Outcome.MIRROR and mirror is not None and pos is not None:
             sizes = self.state.holder.current.sizes
             if pos < len(sizes):
-                self.estimator.add(mirror, sizes[pos])
-                self.view.add(mirror, sizes[pos])
+                self.add(mirror, sizes[pos])
+
+    def add(self, mirror: str, nbytes: int) -> None:
+        now = self.clock()
+        if not self.step_start <= now < self.step_end:
+            self.new_step(now)
+        pending = self.pending
+        pending[mirror] = pending.get(mirror, 0) + nbytes
+        self.view.add(mirror, nbytes)
+
+    def new_step(self, now: float) -> None:
+        """Hand the finished step to the estimator; ``now`` starts the next one."""
+        self.flush()
+        step = self.estimator.step
+        self.step_at = now
+        self.step_start = now // step * step
+        self.step_end = self.step_start + step
+
+    def flush(self) -> None:
+        """Add the pending step's bytes to the estimator, in the step they belong to."""
+        if not self.pending:
+            return
+        pending, self.pending = self.pending, {}
+        estimator = self.estimator
+        at = self.step_at
+        # The estimator buckets by its clock: show it the time the pending step began with.
+        clock, estimator.clock = estimator.clock, lambda: at
+        try:
+            for mirror, nbytes in pending.items():
+                estimator.add(mirror, nbytes)
+        finally:
+            estimator.clock = clock
+
+    def estimate(self) -> dict[str, float]:
+        """The estimator's Mbit/s per mirror, this step's redirects included."""
+        self.flush()
+        return self.estimator.mbps()
 
 
 def install(state: AppState) -> None:
@@ -89,7 +141,7 @@ async def _sync_loop(
 ) -> None:
     interval = state.settings.load_sync_seconds
     while True:  # at once on start-up: a new dispatcher learns the fleet's load first thing
-        local = estimator.mbps()
+        local = recorder.estimate()
         others: Mapping[str, float] = {}
         try:
             others = await exchange(state.sessions, process, local, state.clock(), interval)
@@ -99,7 +151,7 @@ async def _sync_loop(
         # Our own estimate again, not ``local``: redirects made while the exchange awaited the
         # database went into the old view, which is about to be dropped. Nothing awaits
         # between here and the swap, so the new view misses none of our own traffic.
-        view = make_view(estimator.mbps(), others, capacities, window=estimator.window)
+        view = make_view(recorder.estimate(), others, capacities, window=estimator.window)
         state.extras["load_view"] = view
         recorder.view = view
         dispatcher: Dispatcher | None = state.extras.get("dispatcher")
