@@ -1,7 +1,7 @@
 """Index build and incremental update at 100,000 and 1,000,000 files.
 
     .venv/bin/python -m bench.index_build [--sizes 100000,1000000] [--mirrors 200]
-        [--changes 10000] [--database PATH]
+        [--changes 10000] [--database PATH] [--variants process,in-process] [--reps 1]
 
 For each size, a synthetic SQLite database (bench/synth.py: 200 mirrors, a few percent of
 files differing per mirror) is generated once in a temporary directory (or ``--database``
@@ -9,14 +9,23 @@ names one made earlier; it is upgraded to the current schema). Then a fresh subp
 size imports the dispatcher (``mirrorhub.web.app``) and measures what a dispatcher does:
 
 * ``build_s``: ``DatabaseLoader.build``, the full build from the database (reading files
-  and grouped differences page by page, filling the index in a thread);
+  and grouped differences page by page, filling the index in a thread); ``diff_source``
+  says how the differences were read: by a child process (``process``, SQLite only, see
+  mirrorhub/db/diff_reader.py) or ``in-process``;
 * RSS (``VmRSS`` of /proc/self/status) after the imports and holding the index, and the
   peak (``VmHWM``);
 * ``delta_s``: ``refresh_once`` after ``--changes`` files changed in one committed version
   (half an origin change of files, half a mirror's new difference set), read from the
   change log and written into the live index; ``max_pause_ms``: how late a 1 ms timer
   fired at worst meanwhile (what a redirect could have waited), with ``idle_pause_ms`` the
-  same figure over one idle second before, for comparison (the machine's own noise).
+  same figure over one idle second before, for comparison (the machine's own noise);
+* ``build_max_pause_ms``: the same timer's worst lateness over one more full build
+  (``ticked_build_s``, after the update; the timer's wake-ups cost the build a little).
+
+``--variants``: ``process`` is the loader as a dispatcher makes it (a child process reads
+the differences on SQLite from 50,000 files on), ``in-process`` forces the previous path
+(``process_min_files=None``); each repetition (``--reps``) runs every variant in turn on a
+fresh copy of the same database, so variants are compared in the same session.
 
 ``--postgresql`` copies the same synthetic data into a scratch database on the local
 PostgreSQL server (127.0.0.1:5432, created and dropped by the benchmark) and measures there.
@@ -134,7 +143,10 @@ def drop_postgresql(name: str) -> None:
     asyncio.run(run())
 
 
-def child(database: str, changes: int) -> dict[str, Any]:
+VARIANTS = ("process", "in-process")
+
+
+def child(database: str, changes: int, variant: str = "process") -> dict[str, Any]:
     """Runs in a fresh interpreter: one full build, then one incremental update."""
     from mirrorhub.db.index_load import DatabaseLoader
     from mirrorhub.db.session import create_engine, session_factory
@@ -150,12 +162,16 @@ def child(database: str, changes: int) -> dict[str, Any]:
         url = database if "://" in database else f"sqlite:///{database}"
         engine = create_engine(url)
         sessions = session_factory(engine)
-        loader = DatabaseLoader(sessions)
+        if variant == "in-process":
+            loader = DatabaseLoader(sessions, process_min_files=None)
+        else:
+            loader = DatabaseLoader(sessions)
         holder = IndexHolder(empty_index(config))
         try:
             started = time.perf_counter()
             await refresh_once(holder, loader, config)
             out["build_s"] = round(time.perf_counter() - started, 2)
+            out["variant"], out["diff_source"] = variant, loader.diff_source
             index = holder.current
             gc.collect()
             out["rss_holding_index_mb"] = round(status_mb("VmRSS"))
@@ -178,6 +194,14 @@ def child(database: str, changes: int) -> dict[str, Any]:
             out["max_pause_ms"] = round(max(pauses) * 1000, 1)
             out["applied_in_place"] = holder.current is index and holder.counts.deltas == 1
             out["rss_after_delta_mb"] = round(status_mb("VmRSS"))
+            # one more full build with the timer running: does the loop keep answering?
+            pauses.clear()
+            ticking = asyncio.create_task(_ticker(pauses))
+            started = time.perf_counter()
+            await loader.build(config, time.time)
+            out["ticked_build_s"] = round(time.perf_counter() - started, 2)
+            ticking.cancel()
+            out["build_max_pause_ms"] = round(max(pauses) * 1000, 1)
         finally:
             await engine.dispose()
 
@@ -232,7 +256,7 @@ async def _change_files(sessions: Any, count: int) -> int:
     return len(picked)
 
 
-def measure(database: Path | str, changes: int) -> dict[str, Any]:
+def measure(database: Path | str, changes: int, variant: str) -> dict[str, Any]:
     proc = subprocess.run(
         [
             sys.executable,
@@ -241,6 +265,8 @@ def measure(database: Path | str, changes: int) -> dict[str, Any]:
             str(database),
             "--changes",
             str(changes),
+            "--variants",
+            variant,
         ],
         capture_output=True,
         text=True,
@@ -263,10 +289,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--database", type=Path, help="an earlier synthetic database (copied)")
     parser.add_argument("--output", type=Path, default=RESULTS / "index_build.json")
     parser.add_argument("--postgresql", action="store_true", help="measure on PostgreSQL")
+    parser.add_argument(
+        "--variants", default=",".join(VARIANTS), help="comma-separated, each rep in turn"
+    )
+    parser.add_argument("--reps", type=int, default=1, help="repetitions of every variant")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    variants = [v for v in args.variants.split(",") if v]
+    if unknown := set(variants) - set(VARIANTS):
+        parser.error(f"unknown variants {sorted(unknown)}")
     if args.child is not None:
-        print(json.dumps(child(args.child, args.changes)))
+        print(json.dumps(child(args.child, args.changes, variants[0])))
         return 0
 
     from bench.synth import build_database, make_blocks
@@ -277,46 +310,62 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     try:
         for files in sizes:
-            database = workdir / f"files-{files}.db"
+            pristine = workdir / f"files-{files}.db"
             generated = None
             if args.database is not None:
-                shutil.copy(args.database, database)
-                upgrade(f"sqlite:///{database}")
+                shutil.copy(args.database, pristine)
+                upgrade(f"sqlite:///{pristine}")
             else:
                 print(f"generating {files:,} files x {args.mirrors} mirrors ...", flush=True)
                 stats = build_database(
-                    database,
+                    pristine,
                     files=files,
                     mirrors=args.mirrors,
                     blocks=make_blocks(),
                     diff_percent=args.diff_percent,
                 )
                 generated = round(stats.seconds, 1)
-            size_mb = os.path.getsize(database) / 2**20
+            size_mb = os.path.getsize(pristine) / 2**20
+            url = None
             if args.postgresql:
                 name = f"mirrorhub_bench_{os.getpid()}"
                 started = time.perf_counter()
-                url = copy_to_postgresql(database, name)
+                url = copy_to_postgresql(pristine, name)
                 print(f"  copied to PostgreSQL in {time.perf_counter() - started:.0f} s")
-                try:
-                    result = measure(url, args.changes)
-                finally:
+            try:
+                for rep in range(args.reps):
+                    for variant in variants:
+                        if url is None:  # each run changes files: start from the same data
+                            database: Path | str = workdir / "run.db"
+                            shutil.copy(pristine, database)
+                        else:
+                            database = url
+                        result = measure(database, args.changes, variant)
+                        result["database"] = "sqlite" if url is None else "postgresql"
+                        result.update(rep=rep, generate_s=generated, database_mb=round(size_mb, 1))
+                        rows.append(result)
+                        print(
+                            f"  {result['files']:,} files, {variant} (differences read "
+                            f"{result['diff_source']}): full build {result['build_s']:.2f} s, "
+                            f"holding the index {result['rss_holding_index_mb']} MB (peak "
+                            f"{result['rss_peak_mb']} MB); "
+                            f"{result['changed_files']:,} changed files applied in "
+                            f"{result['delta_s']:.3f} s, longest event-loop pause "
+                            f"{result['max_pause_ms']} ms; full build with the timer "
+                            f"{result['ticked_build_s']} s, longest pause "
+                            f"{result['build_max_pause_ms']} ms",
+                            flush=True,
+                        )
+                        last = rep == args.reps - 1 and variant == variants[-1]
+                        if url is None:
+                            database.unlink()  # type: ignore[union-attr]
+                        elif not last:  # undo the run's changes: the next starts from the same
+                            drop_postgresql(name)
+                            url = copy_to_postgresql(pristine, name)
+            finally:
+                if url is not None:
                     drop_postgresql(name)
-                result["database"] = "postgresql"
-            else:
-                result = measure(database, args.changes)
-                result["database"] = "sqlite"
-            result.update(generate_s=generated, database_mb=round(size_mb, 1))
-            rows.append(result)
-            print(
-                f"  {result['files']:,} files: full build {result['build_s']:.2f} s, holding "
-                f"the index {result['rss_holding_index_mb']} MB (peak {result['rss_peak_mb']} "
-                f"MB); {result['changed_files']:,} changed files applied in "
-                f"{result['delta_s']:.3f} s, longest event-loop pause "
-                f"{result['max_pause_ms']} ms",
-                flush=True,
-            )
-            database.unlink()
+            pristine.unlink()
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     output = {
