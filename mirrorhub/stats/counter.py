@@ -12,6 +12,13 @@ client's previous request for it belongs to the same download (download managers
 segments in parallel and resume later) and is not counted again; the window slides with
 each request. A plain ``GET`` always counts: it is a new full download.
 
+The dedup key is one int: ``id(Client) ^ hash(request path)``. The Client object stands for
+the address (contexts keep it across index versions; hashing an IPv4Address would run Python
+code); the request path (``"/" +`` the published path: the dispatcher counts no other
+spelling) for the file, because positions change with the index and its string's hash was
+cached when the dispatcher looked it up (reading ``index.paths[pos]`` instead costs a cache
+miss per request). Two pairs share a key only by a 64-bit accident.
+
 "Same client" is the dispatcher's cached ``Client`` object (one per address, kept across
 index versions). A client whose context was evicted from that cache, or who varies the
 query string, gets a new one and its next ranged request counts again; a freed object's
@@ -115,11 +122,7 @@ class StatsCounter(Recorder):
             now = self._clock()
             client = ctx.client
             seen = self._seen
-            # The Client object stands for the address (contexts keep it across index
-            # versions; hashing an IPv4Address would run Python code), the path's cached
-            # hash for the file (positions change with the index). One int, no tuple; two
-            # pairs share a key only by a 64-bit accident.
-            key = id(client) ^ hash(index.paths[pos])
+            key = id(client) ^ hash(scope.get("path") or "/" + index.paths[pos])
             last = seen.get(key)
             if last is not None:
                 seen.move_to_end(key)
