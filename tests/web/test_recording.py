@@ -1,0 +1,155 @@
+"""The fused hot-path recorder leaves exactly what the three recorders called one by one do."""
+
+from __future__ import annotations
+
+import ipaddress
+import random
+import time
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+from prometheus_client import CollectorRegistry
+
+from mirrorhub.domain import Client, Health, Location, Mirror, MirrorState, Options, Outcome
+from mirrorhub.index import IndexConfig, IndexHolder, IndexSource, build_index
+from mirrorhub.load import LoadEstimator, LoadView
+from mirrorhub.selection import Band
+from mirrorhub.stats.counter import DAY_SECONDS, StatsCounter
+from mirrorhub.web.loadsync import LoadRecorder
+from mirrorhub.web.metrics import RedirectMetrics
+from mirrorhub.web.recording import FanOut, HotRecorder, combine
+from mirrorhub.web.redirect import ClientContext, Recorder
+
+UP = MirrorState(Health.UP, last_good_scan=1000.0)
+MIRRORS = [Mirror(i, f"m{i}", f"http://m{i}.example/", None, capacity=100) for i in range(1, 5)]
+CONFIG = IndexConfig(Band(1.5, 500), 4, 100, ())
+LATENCIES = (0.00002, 0.00005, 0.00007, 0.0001, 0.0002, 0.003, 2.0)  # bounds included
+
+
+class Clock:
+    def __init__(self, now: float) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def index(version: int, offset: int) -> Any:
+    files = [(i, f"pub/f{i}.iso", 1_000_000 * (i + 1), 1, None, 10.0) for i in range(offset, 40)]
+    return build_index(IndexSource(version, [(m, UP) for m in MIRRORS], files, []), CONFIG)
+
+
+class Set:
+    """The three recorders of one app, on shared holder and clocks."""
+
+    def __init__(self, holder: IndexHolder, wall: Clock, mono: Clock) -> None:
+        self.stats = StatsCounter(holder, range_window=30.0, max_clients=25, clock=wall)
+        state: Any = SimpleNamespace(holder=holder)
+        self.load = LoadRecorder(state, LoadEstimator(window=20.0, step=1.0, clock=mono))
+        self.load.view = LoadView({}, {}, {m.name: 100 for m in MIRRORS}, window=20.0)
+        self.metrics = RedirectMetrics(CollectorRegistry())
+
+
+def state_of(s: Set) -> dict[str, Any]:
+    samples = {}
+    for family in s.metrics.collect():
+        for sample in family.samples:
+            key = (sample.name, tuple(sorted(sample.labels.items())))
+            samples[key] = round(sample.value, 6)
+    return {
+        "days": [(d.day, d.files, d.mirrors, d.countries) for d in s.stats.swap()],
+        "counted": (s.stats.counted, s.stats.deduplicated, s.stats.lost, s.stats.errors),
+        "remembered": s.stats.remembered,
+        "estimate": {m: round(v, 9) for m, v in s.load.estimate().items()},
+        "view": (s.load.view.mbps, s.load.view.factors, s.load.view.warm),
+        "metrics": samples,
+    }
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_fused_recorder_equals_the_recorders_one_by_one(
+    seed: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    perf = Clock(100.0)  # the latency clock both read
+    monkeypatch.setattr(time, "perf_counter", perf)
+    rng = random.Random(seed)
+    wall = Clock(DAY_SECONDS * 20_000 - 40.0)  # the run crosses a UTC midnight
+    mono = Clock(500.0)
+    holder = IndexHolder(index(1, 0))
+    one_by_one, fused = Set(holder, wall, mono), Set(holder, wall, mono)
+    separate: Recorder = FanOut([one_by_one.load, one_by_one.stats, one_by_one.metrics])
+    hot = combine([fused.load, fused.stats, fused.metrics])
+    assert isinstance(hot, HotRecorder)
+    clients = [
+        Client(ipaddress.ip_address(f"192.0.2.{i}"), Location(country=rng.choice(["DE", None])))
+        for i in range(12)
+    ]
+    contexts: dict[tuple[int, int], ClientContext] = {}
+    for step in range(600):
+        wall.now += rng.choice((0.0, 0.01, 0.3, 2.0, 35.0)) if rng.random() < 0.5 else 0.0
+        mono.now += rng.choice((0.0, 0.0, 0.0, 0.05, 0.4, 1.0))
+        if rng.random() < 0.01:  # a full rebuild: other positions for the same files
+            holder.current = index(holder.current.version + 1, rng.randrange(3))
+        current = holder.current
+        version = current.version if rng.random() < 0.95 else current.version - 1
+        c = rng.randrange(len(clients) if rng.random() < 0.3 else 3)
+        ctx = contexts.get((c, version))
+        if ctx is None:
+            ctx = ClientContext(version, clients[c], Options(), None, None)  # type: ignore[arg-type]
+            contexts[(c, version)] = ctx
+        pos = rng.randrange(len(current) if rng.random() < 0.2 else 4)  # repeats: dedup
+        outcome = rng.choice([Outcome.MIRROR] * 8 + [Outcome.ORIGIN, Outcome.NOT_FOUND])
+        mirror = rng.choice(MIRRORS).name if outcome is Outcome.MIRROR else None
+        headers = [(b"host", b"dl.example")]
+        if rng.random() < 0.5:
+            headers.append((b"range", b"bytes=0-"))
+        scope: dict[str, Any] = {"method": rng.choice(["GET", "GET", "HEAD"]), "headers": headers}
+        if rng.random() < 0.9:
+            scope["path"] = "/" + current.paths[pos]
+        args: tuple[Any, ...] = (outcome, mirror, pos, ctx, scope)
+        if outcome is Outcome.NOT_FOUND:
+            args = (outcome, None, None, ctx, scope)
+        perf.now += 1.0
+        started = perf.now - rng.choice(LATENCIES)
+        separate.record(*args, started)
+        hot.record(*args, started)
+        if step % 97 == 0:  # the flusher and the load sync read in between
+            assert state_of(one_by_one) == state_of(fused)
+    assert hot.errors == 0
+    assert state_of(one_by_one) == state_of(fused)
+    assert one_by_one.stats.counted > 100 and one_by_one.stats.deduplicated > 10
+
+
+def test_combine_fuses_only_what_it_knows() -> None:
+    holder = IndexHolder(index(1, 0))
+    s = Set(holder, Clock(0.0), Clock(0.0))
+    assert combine([]) is None
+    assert combine([s.metrics]) is s.metrics
+    assert isinstance(combine([s.stats, s.metrics]), FanOut)  # no load recorder
+    hot = combine([s.load, s.metrics])  # statistics switched off
+    assert isinstance(hot, HotRecorder) and hot.stats is None
+
+    class Other(Recorder):
+        def __init__(self) -> None:
+            self.calls = 0
+
+        def record(self, *args: Any) -> None:
+            self.calls += 1
+
+    other = Other()
+    hot = combine([s.load, s.stats, s.metrics, other])
+    assert isinstance(hot, HotRecorder)
+    ctx = ClientContext(1, Client(ipaddress.ip_address("192.0.2.1")), Options(), None, None)  # type: ignore[arg-type]
+    hot.record(Outcome.MIRROR, "m1", 0, ctx, {"method": "GET", "headers": []}, 0.0)
+    hot.record(Outcome.NOT_FOUND, None, None, ctx, {"method": "GET", "headers": []}, 0.0)
+    assert other.calls == 2
+
+
+def test_the_fused_recorder_never_raises() -> None:
+    holder = IndexHolder(index(1, 0))
+    s = Set(holder, Clock(0.0), Clock(0.0))
+    hot = combine([s.load, s.stats, s.metrics])
+    assert isinstance(hot, HotRecorder)
+    hot.record(Outcome.MIRROR, "m1", 0, object(), {}, 0.0)  # type: ignore[arg-type]
+    assert hot.errors == 1
