@@ -23,7 +23,7 @@ size imports the dispatcher (``mirrorhub.web.app``) and measures what a dispatch
   (``ticked_build_s``, after the update; the timer's wake-ups cost the build a little).
 
 ``--variants``: ``process`` is the loader as a dispatcher makes it (a child process reads
-the differences on SQLite from 50,000 files on), ``in-process`` forces the previous path
+the differences on SQLite from 100,000 files on), ``in-process`` forces the previous path
 (``process_min_files=None``); each repetition (``--reps``) runs every variant in turn on a
 fresh copy of the same database, so variants are compared in the same session.
 
