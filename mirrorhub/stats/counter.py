@@ -33,7 +33,7 @@ outgrows ``max_clients`` entries.
 from __future__ import annotations
 
 import time
-from collections import OrderedDict
+from collections import OrderedDict, defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -85,7 +85,7 @@ class StatsCounter(Recorder):
         # Today's counts. Files by index position (an int key: no tuple, no string to
         # read) for the snapshot ``_by_pos_index``; converted to paths in ``_files`` when
         # the snapshot changes, the day ends or the flusher takes them.
-        self._by_pos: dict[int, int] = {}
+        self._by_pos: defaultdict[int, int] = defaultdict(int)
         self._by_pos_index = holder.current
         self._files: Tally = {}
         self._mirrors: dict[str | None, list[int]] = {}
@@ -123,17 +123,13 @@ class StatsCounter(Recorder):
             client = ctx.client
             seen = self._seen
             key = id(client) ^ hash(scope.get("path") or "/" + index.paths[pos])
-            last = seen.get(key)
-            if last is not None:
-                seen.move_to_end(key)
-                seen[key] = now
-                if now - last < self._window and _has_range(scope["headers"]):
-                    self.deduplicated += 1
-                    return
-            else:
-                if len(seen) >= self._max_clients:
-                    seen.popitem(last=False)
-                seen[key] = now
+            last = seen.pop(key, None)  # and back in last: least recently seen first
+            if last is None and len(seen) >= self._max_clients:
+                seen.popitem(last=False)
+            seen[key] = now
+            if last is not None and now - last < self._window and _has_range(scope["headers"]):
+                self.deduplicated += 1
+                return
             if now >= self._day_end:
                 self._roll(now)
             if index is not self._by_pos_index:
@@ -142,8 +138,7 @@ class StatsCounter(Recorder):
                     return
                 self._switch_index(index)
             self.counted += 1
-            by_pos = self._by_pos
-            by_pos[pos] = by_pos.get(pos, 0) + 1
+            self._by_pos[pos] += 1
             size = index.sizes[pos]
             counts = self._mirrors.get(mirror)
             if counts is None:
@@ -193,7 +188,7 @@ class StatsCounter(Recorder):
         paths, sizes, files = index.paths, index.sizes, self._files
         for pos, n in self._by_pos.items():
             _add(files, paths[pos], sizes[pos], n)
-        self._by_pos = {}
+        self._by_pos = defaultdict(int)
 
     def _take_day(self) -> DayCounts | None:
         self._files_from_positions()

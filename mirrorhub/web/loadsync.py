@@ -27,6 +27,7 @@ import logging
 import math
 import os
 import socket
+from collections import defaultdict
 from collections.abc import Mapping
 
 from sqlalchemy import delete, select
@@ -58,7 +59,7 @@ class LoadRecorder(Recorder):
         self.state = state
         self.estimator = estimator
         self.view = LoadView({}, {})  # the dispatcher's view; replaced at every sync
-        self.pending: dict[str, int] = {}  # bytes per mirror in the current step
+        self.pending: defaultdict[str, int] = defaultdict(int)  # bytes per mirror, this step
         self.clock = estimator.clock
         self.step_start = math.inf  # the current step is [step_start, step_end)
         self.step_end = -math.inf
@@ -82,8 +83,7 @@ class LoadRecorder(Recorder):
         now = self.clock()
         if not self.step_start <= now < self.step_end:
             self.new_step(now)
-        pending = self.pending
-        pending[mirror] = pending.get(mirror, 0) + nbytes
+        self.pending[mirror] += nbytes
         self.view.add(mirror, nbytes)
 
     def new_step(self, now: float) -> None:
@@ -98,7 +98,7 @@ class LoadRecorder(Recorder):
         """Add the pending step's bytes to the estimator, in the step they belong to."""
         if not self.pending:
             return
-        pending, self.pending = self.pending, {}
+        pending, self.pending = self.pending, defaultdict(int)
         estimator = self.estimator
         at = self.step_at
         # The estimator buckets by its clock: show it the time the pending step began with.

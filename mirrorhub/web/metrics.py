@@ -20,6 +20,7 @@ import logging
 import math
 import time
 from bisect import bisect_left
+from collections import defaultdict
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -74,7 +75,7 @@ class RedirectMetrics(Recorder, Collector):
         self._cells: dict[str, list[float]] = {
             o.value: [0] * (len(LATENCY_BUCKETS) + 1) + [0.0] for o in Outcome
         }
-        self._mirrors: dict[str, int] = {}
+        self._mirrors: defaultdict[str, int] = defaultdict(int)
         registry.register(self)
 
     def record(
@@ -91,8 +92,7 @@ class RedirectMetrics(Recorder, Collector):
         cell[bisect_left(LATENCY_BUCKETS, elapsed)] += 1
         cell[-1] += elapsed
         if mirror is not None:
-            mirrors = self._mirrors
-            mirrors[mirror] = mirrors.get(mirror, 0) + 1
+            self._mirrors[mirror] += 1
 
     def forget_except(self, names: Iterable[str]) -> None:
         """Drop the series of mirrors that are gone (renamed or deleted)."""

@@ -105,32 +105,29 @@ class HotRecorder(Recorder):
             else:
                 cell[bisect_left(LATENCY_BUCKETS, elapsed)] += 1
             cell[-1] += elapsed
-            counts = self.metrics._mirrors
-            counts[mirror] = counts.get(mirror, 0) + 1
+            self.metrics._mirrors[mirror] += 1
             # Load (LoadRecorder.add, within the current step).
             size = index.sizes[pos]
-            pending = load.pending
-            pending[mirror] = pending.get(mirror, 0) + size
+            load.pending[mirror] += size
             load.view.add(mirror, size)
             if counted and stats is not None:  # Statistics (StatsCounter.record).
                 client = ctx.client
                 seen = stats._seen
                 key = id(client) ^ hash(scope.get("path") or "/" + index.paths[pos])
-                last = seen.get(key)
-                if last is not None:
-                    seen.move_to_end(key)
-                    seen[key] = day_now
-                    if day_now - last < stats._window and _has_range(scope["headers"]):
-                        stats.deduplicated += 1
-                        counted = False
-                else:
-                    if len(seen) >= stats._max_clients:
-                        seen.popitem(last=False)
-                    seen[key] = day_now
+                last = seen.pop(key, None)
+                if last is None and len(seen) >= stats._max_clients:
+                    seen.popitem(last=False)
+                seen[key] = day_now
+                if (
+                    last is not None
+                    and day_now - last < stats._window
+                    and _has_range(scope["headers"])
+                ):
+                    stats.deduplicated += 1
+                    counted = False
                 if counted:
                     stats.counted += 1
-                    by_pos = stats._by_pos
-                    by_pos[pos] = by_pos.get(pos, 0) + 1
+                    stats._by_pos[pos] += 1
                     tally = stats._mirrors.get(mirror)
                     if tally is None:
                         stats._mirrors[mirror] = [1, size]
@@ -144,8 +141,9 @@ class HotRecorder(Recorder):
                     else:
                         tally[0] += 1
                         tally[1] += size
-            for other in self.others:
-                other.record(outcome, mirror, pos, ctx, scope, started)
+            if self.others:
+                for other in self.others:
+                    other.record(outcome, mirror, pos, ctx, scope, started)
         except Exception:  # recorders must never break an answer already sent
             self.errors += 1
 
