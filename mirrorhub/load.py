@@ -59,7 +59,7 @@ class LoadEstimator:
 
     def _advance(self, now: float) -> int:
         tick = self._tick(now)
-        if tick != self._epoch:
+        if tick > self._epoch:  # an earlier time (a late ``add(at=...)``) keeps the window
             gone = min(tick - self._epoch, self.slots)
             for buckets in self._buckets.values():
                 for k in range(1, gone + 1):
@@ -67,8 +67,12 @@ class LoadEstimator:
             self._epoch = tick
         return tick % self.slots
 
-    def add(self, mirror: str, nbytes: int) -> None:
-        slot = self._advance(self.clock())
+    def add(self, mirror: str, nbytes: int, at: float | None = None) -> None:
+        """Count ``nbytes`` sent to ``mirror`` now, or at ``at`` (a time of this clock)."""
+        now = self.clock() if at is None else at
+        if self._tick(now) <= self._epoch - self.slots:
+            return  # older than the window
+        slot = self._advance(now)
         buckets = self._buckets.get(mirror)
         if buckets is None:
             buckets = self._buckets[mirror] = [0.0] * self.slots

@@ -59,6 +59,19 @@ def test_estimator_sums_a_sliding_window() -> None:
     assert est.mbps()["a"] == 0.0
 
 
+def test_estimator_counts_a_late_addition_in_its_own_step() -> None:
+    clock = Clock()
+    est = LoadEstimator(window=60, step=5, clock=clock)
+    clock.t += 10
+    est.add("a", 75_000_000)
+    est.add("b", 75_000_000, at=clock.t - 9)  # bytes of an earlier step, counted late
+    assert est.mbps() == pytest.approx({"a": 10.0, "b": 10.0})  # nothing was cleared
+    clock.t += 51  # b's step left the window, a's not yet
+    assert est.mbps() == pytest.approx({"a": 10.0, "b": 0.0})
+    est.add("a", 75_000_000, at=clock.t - 61)  # older than the window: dropped
+    assert est.mbps()["a"] == pytest.approx(10.0)
+
+
 @pytest.mark.parametrize(("u", "f"), [(0.0, 1.0), (0.9, 1.0), (0.94, 0.5), (0.98, 0.0), (3.0, 0.0)])
 def test_load_factor_curve(u: float, f: float) -> None:
     assert load_factor(u) == pytest.approx(f)  # defaults: soft 0.9, hard 0.98

@@ -99,15 +99,9 @@ class LoadRecorder(Recorder):
         if not self.pending:
             return
         pending, self.pending = self.pending, defaultdict(int)
-        estimator = self.estimator
-        at = self.step_at
-        # The estimator buckets by its clock: show it the time the pending step began with.
-        clock, estimator.clock = estimator.clock, lambda: at
-        try:
-            for mirror, nbytes in pending.items():
-                estimator.add(mirror, nbytes)
-        finally:
-            estimator.clock = clock
+        add, at = self.estimator.add, self.step_at
+        for mirror, nbytes in pending.items():
+            add(mirror, nbytes, at)
 
     def estimate(self) -> dict[str, float]:
         """The estimator's Mbit/s per mirror, this step's redirects included."""
