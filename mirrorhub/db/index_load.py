@@ -6,16 +6,14 @@ grouped by file in SQL (one row per file instead of one per (mirror, file): 3.7 
 rows become 0.8 million at 1,000,000 files x 200 mirrors), and fills the new index from
 each page in a thread while the event loop keeps answering from the old one.
 
-On SQLite with many files, two child processes read instead (each with its own GIL: see
-:mod:`.readers`): one the files, a page at a time as columns, the other the differences,
-converted to what the index holds. The parent only splits the pages and fills the index.
-When a child fails, answers late or from an older version, this process reads what is
-missing itself (the files after the last page taken, or all the differences).
+On SQLite with many files, a child process reads the differences meanwhile (its own GIL:
+see :mod:`.diff_reader`) and the parent only reads and fills the files; when the child
+fails, answers late or from an older version, the differences are read here after all.
 
 Consistency: the version is read first. Whatever commits while the rest is read has a
 newer version, and its change-log entry makes the next refresh re-read those files, so an
-index is never labelled newer than its data and converges. (The children start after the
-version was read, each reads one snapshot of at least that version and says which.)
+index is never labelled newer than its data and converges. (The child reads at a version
+at least as new, in one snapshot, and says which; it starts after the version was read.)
 """
 
 from __future__ import annotations
@@ -23,9 +21,11 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import subprocess
+import sys
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, TypeVar, cast
+from typing import Any, cast
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession, async_sessionmaker
@@ -43,9 +43,8 @@ from mirrorhub.index.build import paused_gc
 from mirrorhub.index.source import Confirmation, MirrorPair
 from mirrorhub.selection import KIND_MISSING, KIND_OUTDATED
 
-from . import changelog
+from . import changelog, diff_reader
 from .models import MirrorRow, MirrorStateRow
-from .readers import DiffProcess, FileProcess, ReaderFailed
 from .repositories import current_version, row_to_mirror, row_to_state
 
 PAGE = 20_000  # files per page of a full build
@@ -54,7 +53,8 @@ ID_CHUNK = 250  # ids per lookup of a change set (each chunk is converted on the
 # (by the largest file id). Medians of 9 builds each way, load average 4-5: 30,000 files
 # 0.63 s with a child vs 0.54 s without, 50,000 0.81-0.84 vs 0.70-0.92, 100,000 1.39 vs 1.65.
 PROCESS_MIN_FILES = 100_000
-PROCESS_TIMEOUT = 120.0  # seconds a child may take for a page, or for the rest once it is due
+PROCESS_TIMEOUT = 120.0  # seconds the child may still take once the files are in
+READER_SCRIPT = diff_reader.__file__
 
 log = logging.getLogger(__name__)
 
@@ -184,13 +184,52 @@ async def _file_page(conn: AsyncConnection, after: int) -> list[FileTuple]:
     return await _fetch(conn, _FILES, after, PAGE)
 
 
+class DiffProcess:
+    """A running :mod:`.diff_reader` child."""
+
+    def __init__(self, proc: subprocess.Popen[bytes]) -> None:
+        self._proc = proc
+
+    @classmethod
+    def start(cls, database: str, mirror_ids: Sequence[int]) -> DiffProcess:
+        # -I -S: no site, no environment, no script directory on the path: stdlib only.
+        command = [sys.executable, "-I", "-S", READER_SCRIPT, database]
+        command.append(",".join(str(m) for m in mirror_ids))
+        proc = subprocess.Popen(
+            command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+        )
+        return cls(proc)
+
+    def result(self, timeout: float) -> diff_reader.DiffSets:
+        """Waits for the child (blocking: call it in a thread); raises RuntimeError."""
+        try:
+            out, err = self._proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.stop()
+            raise RuntimeError(f"no answer within {timeout:.0f} s") from None
+        if self._proc.returncode != 0:
+            tail = err.decode(errors="replace").strip().splitlines()[-1:] or [""]
+            raise RuntimeError(f"exit status {self._proc.returncode}: {tail[0]}")
+        try:
+            return diff_reader.decode(out)
+        except ValueError as exc:
+            raise RuntimeError(f"unreadable result: {exc}") from exc
+
+    def stop(self) -> None:
+        if self._proc.poll() is None:
+            self._proc.kill()
+            self._proc.wait()
+        for stream in (self._proc.stdout, self._proc.stderr):
+            if stream is not None:
+                stream.close()
+
+
 class DatabaseLoader:
     """:class:`mirrorhub.index.IndexLoader` over the database.
 
     ``process_min_files``: from how many files (by the largest id) a full build on SQLite
-    reads in child processes; None: never. ``file_source`` and ``diff_source`` say how the
-    last full build read the files and the differences: "in-process", "process" or
-    "fallback" (a child failed; this process read what was missing).
+    reads the differences in a child process; None: never. ``diff_source`` says how the
+    last full build read them: "in-process", "process" or "fallback" (the child failed).
     """
 
     def __init__(
@@ -202,7 +241,7 @@ class DatabaseLoader:
         self._sessions = sessions
         self._mirrors = MirrorReader()
         self._process_min_files = process_min_files
-        self.file_source = self.diff_source = ""
+        self.diff_source = ""
 
     async def version(self) -> int:
         async with self._sessions() as session:
@@ -223,44 +262,30 @@ class DatabaseLoader:
             version = await current_version(session)
             builder = IndexBuilder(config, await self._mirrors.read(session), version, clock)
             conn = await session.connection()
-            self.file_source = self.diff_source = "in-process"
-            files: FileProcess | None = None
-            diffs: DiffProcess | None = None
+            child = await self._start_child(conn, builder)  # after the version: as new or newer
             try:
-                if database := await self._child_database(conn):  # after the version
-                    positions = builder.index.mirror_positions()
-                    mirror_ids = sorted(positions, key=positions.__getitem__)
-                    files = self._start("files", FileProcess, database)
-                    diffs = self._start("differences", DiffProcess, database, mirror_ids)
-                    self.file_source = "process" if files else "fallback"
-                    self.diff_source = "process" if diffs else "fallback"
-                after: int | None = -1
-                if files is not None:
-                    after = await self._files_from_child(files, builder, version)
-                if after is not None:  # all files, or those after the child's last page
-                    per_page = self.diff_source == "in-process"
-                    while page := await _file_page(conn, after):
-                        after = page[-1][0]
-                        groups = []
-                        if per_page:
-                            groups = await _fetch(conn, _GROUPS_BETWEEN, page[0][0], after)
-                        # Filling runs in a thread so the event loop keeps answering from the
-                        # old index. Not overlapped with the next read: a busy thread holding
-                        # the GIL stalls the driver's thread at every row (measured slower).
-                        await asyncio.to_thread(_fill, builder, page, groups)
-                if diffs is not None and not await self._diffs_from_child(diffs, builder, version):
+                after = -1
+                while page := await _file_page(conn, after):
+                    after = page[-1][0]
+                    groups = [] if child else await _fetch(conn, _GROUPS_BETWEEN, page[0][0], after)
+                    # Filling runs in a thread so the event loop keeps answering from the old
+                    # index. Not overlapped with the next read: a busy thread holding the GIL
+                    # stalls the driver's thread at every row (measured slower than in turn).
+                    await asyncio.to_thread(_fill, builder, page, groups)
+                if child is not None and not await self._take_child(child, builder, version):
                     self.diff_source = "fallback"
-                if self.diff_source == "fallback":
                     await _read_groups_after(conn, builder)
             finally:
-                for child in (files, diffs):
-                    if child is not None:
-                        child.stop()
+                if child is not None:
+                    child.stop()
             builder.add_confirmations(await _fetch(conn, _CONFIRMATIONS))
         return builder.finish()
 
-    async def _child_database(self, conn: AsyncConnection) -> str | None:
-        """The SQLite file children should read, if this build should have them."""
+    async def _start_child(
+        self, conn: AsyncConnection, builder: IndexBuilder
+    ) -> DiffProcess | None:
+        """The child reading the differences, if this build should have one."""
+        self.diff_source = "in-process"
         database = conn.engine.url.database
         if (
             self._process_min_files is None
@@ -271,47 +296,24 @@ class DatabaseLoader:
         ):
             return None
         last = (await _fetch(conn, _LAST_ID))[0][0]
-        return database if last is not None and last >= self._process_min_files else None
-
-    @staticmethod
-    def _start(what: str, kind: Callable[..., _C], *args: Any) -> _C | None:
-        try:
-            return kind(*args)
-        except OSError as exc:
-            log.warning("%s read in-process: no child process (%s)", what, exc)
+        if last is None or last < self._process_min_files:
             return None
-
-    async def _files_from_child(
-        self, child: FileProcess, builder: IndexBuilder, version: int
-    ) -> int | None:
-        """Fills the files the child reads; None when all came, else the last id taken."""
-        after = -1
+        positions = builder.index.mirror_positions()
         try:
-            while True:
-                page = await _in_time(child, child.next_page)
-                if child.version is not None and child.version < version:
-                    raise ReaderFailed(f"read version {child.version}, older than {version}")
-                if page is None:
-                    break
-                await asyncio.to_thread(_fill, builder, page, [])
-                after = page[-1][0]
-            await _in_time(child, child.finish, PROCESS_TIMEOUT)
-        except ReaderFailed as exc:
-            log.warning(
-                "files read in-process after id %d: the child process failed (%s)", after, exc
-            )
-            self.file_source = "fallback"
-            return after
-        return None
+            child = DiffProcess.start(database, sorted(positions, key=positions.__getitem__))
+        except OSError as exc:
+            log.warning("differences read in-process: no child process (%s)", exc)
+            self.diff_source = "fallback"
+            return None
+        self.diff_source = "process"
+        return child
 
-    async def _diffs_from_child(
-        self, child: DiffProcess, builder: IndexBuilder, version: int
-    ) -> bool:
+    async def _take_child(self, child: DiffProcess, builder: IndexBuilder, version: int) -> bool:
         try:
             sets = await asyncio.to_thread(child.result, PROCESS_TIMEOUT)
             if sets.version < version:
-                raise ReaderFailed(f"read version {sets.version}, older than {version}")
-        except ReaderFailed as exc:
+                raise RuntimeError(f"read version {sets.version}, older than {version}")
+        except RuntimeError as exc:
             log.warning("differences read in-process: the child process failed (%s)", exc)
             return False
         await asyncio.to_thread(
@@ -338,20 +340,6 @@ class DatabaseLoader:
                 groups += parse_groups(await _fetch(conn, _GROUPS_BY_ID, ids))
                 confirmations += [tuple(r) for r in await _fetch(conn, _CONFIRMATIONS_BY_ID, ids)]
         return IndexDelta(version, mirrors, file_ids, files, groups, confirmations)
-
-
-_C = TypeVar("_C", FileProcess, DiffProcess)
-_T = TypeVar("_T")
-
-
-async def _in_time(child: FileProcess, call: Callable[..., _T], *args: Any) -> _T:
-    """``call`` in a thread, the child ended when it takes longer than PROCESS_TIMEOUT (a
-    read waiting on it then ends too)."""
-    try:
-        return await asyncio.wait_for(asyncio.to_thread(call, *args), PROCESS_TIMEOUT)
-    except TimeoutError:
-        child.stop()
-        raise ReaderFailed(f"no answer within {PROCESS_TIMEOUT:g} s") from None
 
 
 async def _read_groups_after(conn: AsyncConnection, builder: IndexBuilder) -> None:

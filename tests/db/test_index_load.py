@@ -19,8 +19,9 @@ from sqlalchemy import delete, insert, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from mirrorhub import services
-from mirrorhub.db import diff_reader, index_load, readers
+from mirrorhub.db import diff_reader, index_load
 from mirrorhub.db.changelog import pack_ids
+from mirrorhub.db.diff_reader import HEADER, MAGIC
 from mirrorhub.db.index_load import PROCESS_MIN_FILES, DatabaseLoader
 from mirrorhub.db.models import (
     IndexChangeRow,
@@ -30,7 +31,6 @@ from mirrorhub.db.models import (
     MirrorStateRow,
     OriginFileRow,
 )
-from mirrorhub.db.readers import DIFF_READER, FILE_READER
 from mirrorhub.db.repositories import bump_version
 from mirrorhub.db.session import create_engine, session_factory
 from mirrorhub.index import Index, IndexConfig, IndexHolder, empty_index, refresh_once
@@ -273,12 +273,12 @@ def assert_same_index(got: Index, want: Index) -> None:
 async def in_process_build(sessions: Sessions) -> Index:
     loader = DatabaseLoader(sessions, process_min_files=None)
     index = await loader.build(CONFIG, Clock())
-    assert (loader.file_source, loader.diff_source) == ("in-process", "in-process")
+    assert loader.diff_source == "in-process"
     return index
 
 
 @pytest.mark.parametrize("mirror_count", [3, 300])  # 300: positions past 255 (array "H")
-async def test_child_processes_build_the_same_index(
+async def test_a_child_process_builds_the_same_index(
     db_url: str, sessions: Sessions, mirror_count: int
 ) -> None:
     # mirror ids with gaps, beyond 127 and 255: codes of several digits
@@ -287,13 +287,12 @@ async def test_child_processes_build_the_same_index(
     loader = DatabaseLoader(sessions, process_min_files=0)
     got = await loader.build(CONFIG, Clock())
     # never silently in-process on SQLite; PostgreSQL always reads in-process
-    how = "process" if db_url.startswith("sqlite") else "in-process"
-    assert (loader.file_source, loader.diff_source) == (how, how)
+    assert loader.diff_source == ("process" if db_url.startswith("sqlite") else "in-process")
     assert any(b is not None for b in got.bad) and got.confirmations
     wide = mirror_count > 256
     assert all(isinstance(b, array) == wide for b in got.bad if b is not None)
     assert_same_index(got, want)
-    small = DatabaseLoader(sessions)  # the default: children only for large installs
+    small = DatabaseLoader(sessions)  # the default: a child only for large installs
     assert_same_index(await small.build(CONFIG, Clock()), want)
     assert small.diff_source == "in-process" and PROCESS_MIN_FILES > 3 * 2_000 + 3
 
@@ -307,122 +306,87 @@ def sqlite_sessions(tmp_path: Path) -> Iterator[Sessions]:
     asyncio.run(engine.dispose())
 
 
-def _rewritten(real: str, page: int, edit: str) -> str:
-    """A reader script that runs the real one (pages of ``page`` files) and edits its
-    output (``out``) with the expression ``edit`` before writing it."""
-    return (
-        "import importlib.util, io, sys\n"
-        f"spec = importlib.util.spec_from_file_location('real', {real!r})\n"
-        "real = sys.modules['real'] = importlib.util.module_from_spec(spec)\n"
-        "spec.loader.exec_module(real)\n"
-        f"real.PAGE = real.CHUNK = {page}\n"
-        "buf = io.BytesIO()\n"
-        "if hasattr(real, 'encode'):  # the differences: one result\n"
-        "    buf.write(b''.join(real.encode(real.read(sys.argv[1], "
-        "[int(m) for m in sys.argv[2].split(',') if m]))))\n"
-        "else:\n"
-        "    real.read(sys.argv[1], buf)\n"
-        "out = buf.getvalue()\n"
-        f"sys.stdout.buffer.write({edit})\n"
-    )
-
-
-# the real output, labelled version -1
-OLDER = (
-    "real.HEADER.pack(real.MAGIC, -1, *real.HEADER.unpack_from(out)[2:]) + out[real.HEADER.size :]"
-)
-COMMON = {
+OLDER = HEADER.pack(MAGIC, -1, 0, 0, 0, False) + array("I", [0]).tobytes()
+FAILURES = {
     "exit status": ("import sys; sys.exit(3)", "exit status 3"),
+    "garbage": ("import sys; sys.stdout.buffer.write(b'nonsense')", "unreadable result"),
+    "truncated": (
+        "import subprocess, sys\n"
+        f"real = {diff_reader.__file__!r}\n"
+        "out = subprocess.run([sys.executable, '-I', '-S', real, *sys.argv[1:]],\n"
+        "                     capture_output=True, check=True).stdout\n"
+        "sys.stdout.buffer.write(out[:-3])",
+        "truncated result",
+    ),
+    "older version": (f"import sys; sys.stdout.buffer.write({OLDER!r})", "older than"),
     "no answer": ("import time; time.sleep(30)", "no answer within"),
     "no interpreter": ("", "no child process"),
 }
-FAILURES = {
-    "differences": {
-        **COMMON,
-        "garbage": ("import sys; sys.stdout.buffer.write(b'nonsense')", "unreadable result"),
-        "truncated": (_rewritten(DIFF_READER, 100, "out[:-3]"), "truncated result"),
-        "older version": (_rewritten(DIFF_READER, 100, OLDER), "older than"),
-    },
-    "files": {
-        **COMMON,
-        "garbage": ("import sys; sys.stdout.buffer.write(b'nonsense' * 9)", "bad magic"),
-        # a few pages taken, then the output ends inside one: the rest is read here
-        "truncated": (_rewritten(FILE_READER, 100, "out[: len(out) * 2 // 3]"), "output ended"),
-        "no end mark": (_rewritten(FILE_READER, 100, "out[:-12]"), "output ended"),
-        "older version": (_rewritten(FILE_READER, 100, OLDER), "older than"),
-    },
-}
-CASES = [(which, failure) for which, failures in FAILURES.items() for failure in failures]
 
 
-@pytest.mark.parametrize(("which", "failure"), CASES)
+@pytest.mark.parametrize("failure", list(FAILURES))
 async def test_a_failed_child_process_falls_back_to_reading_in_process(
     sqlite_sessions: Sessions,
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
     caplog: pytest.LogCaptureFixture,
-    which: str,
     failure: str,
 ) -> None:
     await populate(sqlite_sessions, 1_500, [1, 2, 3, 40, 200])
     want = await in_process_build(sqlite_sessions)
-    script, reason = FAILURES[which][failure]
+    script, reason = FAILURES[failure]
     (tmp_path / "reader.py").write_text(script)
-    name = "FILE_READER" if which == "files" else "DIFF_READER"
-    monkeypatch.setattr(readers, name, str(tmp_path / "reader.py"))
+    monkeypatch.setattr(index_load, "READER_SCRIPT", str(tmp_path / "reader.py"))
     monkeypatch.setattr(index_load, "PROCESS_TIMEOUT", 0.5)
-    if failure == "no interpreter":  # neither child starts
+    if failure == "no interpreter":
         monkeypatch.setattr(sys, "executable", str(tmp_path / "no-python"))
     loader = DatabaseLoader(sqlite_sessions, process_min_files=0)
     with caplog.at_level(logging.WARNING, logger="mirrorhub.db.index_load"):
         got = await loader.build(CONFIG, Clock())
-    sources = {"files": loader.file_source, "differences": loader.diff_source}
-    assert sources.pop(which) == "fallback"
-    assert sources.popitem()[1] == ("fallback" if failure == "no interpreter" else "process")
-    assert reason in caplog.text and which in caplog.text
+    assert loader.diff_source == "fallback"
+    assert reason in caplog.text
     assert_same_index(got, want)
 
 
-async def test_a_child_may_read_a_newer_version_and_the_next_refresh_catches_up(
-    sqlite_sessions: Sessions, monkeypatch: pytest.MonkeyPatch
+async def test_the_child_may_read_a_newer_version_and_the_next_refresh_catches_up(
+    sqlite_sessions: Sessions, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A change committed after the version was read but before the children read: they
-    see it (one snapshot each, newer), the index keeps the older label, and the change log
+    """A change committed after the version was read but before the child reads: the child
+    sees it (one snapshot, newer), the index keeps the older label, and the change log
     brings it in (again) at the next refresh: the result equals a build from scratch."""
     await populate(sqlite_sessions, 1_500, [1, 2, 3])
+    start = index_load.DiffProcess.start
     changed = []
 
-    class ChangeFirst(readers.DiffProcess):
-        def __init__(self, database: str, mirror_ids: Sequence[int]) -> None:
-            with sqlite3.connect(database) as db:
-                file_id = db.execute("SELECT min(file_id) FROM mirror_file_diffs").fetchone()[0]
-                db.execute("DELETE FROM mirror_file_diffs WHERE file_id = ?", (file_id,))
-                db.execute(
-                    "INSERT INTO mirror_file_diffs (mirror_id, file_id, kind) "
-                    "VALUES (3, ?, 'size')",
-                    (file_id,),
-                )
-                (version,) = db.execute(
-                    "UPDATE index_version SET version = version + 1 WHERE id = 1 RETURNING version"
-                ).fetchone()
-                db.execute(
-                    "INSERT INTO index_changes (version, file_ids, created_at) VALUES (?, ?, 0)",
-                    (version, pack_ids([file_id])),
-                )
-                changed.append((file_id, version))
-            super().__init__(database, mirror_ids)
+    def change_then_start(database: str, mirror_ids: Sequence[int]) -> index_load.DiffProcess:
+        with sqlite3.connect(database) as db:
+            file_id = db.execute("SELECT min(file_id) FROM mirror_file_diffs").fetchone()[0]
+            db.execute("DELETE FROM mirror_file_diffs WHERE file_id = ?", (file_id,))
+            db.execute(
+                "INSERT INTO mirror_file_diffs (mirror_id, file_id, kind) VALUES (3, ?, 'size')",
+                (file_id,),
+            )
+            (version,) = db.execute(
+                "UPDATE index_version SET version = version + 1 WHERE id = 1 RETURNING version"
+            ).fetchone()
+            db.execute(
+                "INSERT INTO index_changes (version, file_ids, created_at) VALUES (?, ?, 0)",
+                (version, pack_ids([file_id])),
+            )
+            changed.append((file_id, version))
+        return start(database, mirror_ids)
 
-    monkeypatch.setattr(index_load, "DiffProcess", ChangeFirst)
+    monkeypatch.setattr(index_load.DiffProcess, "start", staticmethod(change_then_start))
     holder = IndexHolder(empty_index(CONFIG))
     loader = DatabaseLoader(sqlite_sessions, process_min_files=0)
     assert await refresh_once(holder, loader, CONFIG, Clock())
-    assert (loader.file_source, loader.diff_source) == ("process", "process")
+    assert loader.diff_source == "process"
     ((file_id, version),) = changed
     index = holder.current
     assert index.version == version - 1
     pos = index.position_of_id(file_id)
     assert pos is not None and list(index.bad[pos] or ()) == [2]  # the child's newer read
-    monkeypatch.setattr(index_load, "DiffProcess", readers.DiffProcess)
+    monkeypatch.setattr(index_load.DiffProcess, "start", start)
     assert await refresh_once(holder, loader, CONFIG, Clock())
     assert holder.current is index and holder.counts.deltas == 1
     assert_same_index(index, await in_process_build(sqlite_sessions))
