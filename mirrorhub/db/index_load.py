@@ -158,7 +158,7 @@ def parse_groups(rows: Iterable[Sequence[Any]]) -> list[DiffGroup]:
 
 
 def _fill(builder: IndexBuilder, files: list[FileTuple], groups: list[Any]) -> None:
-    builder.add_files(files)
+    builder.add_files(files, diffs_follow=bool(groups))
     if groups:
         builder.add_diff_lists(groups)
 

@@ -53,19 +53,23 @@ class IndexBuilder:
         self.index = Index(config, mirrors, version, clock())
         self._clock = clock
         self._recent: dict[int, int] = {}
-        self._page: tuple[int, Sequence[FileTuple]] = (0, ())  # the last files added
         # Files lacking the same mirrors share one object (never changed in place: an
         # update replaces it): less memory, and a lookup instead of a conversion.
         self._shared: dict[str, tuple[Sequence[int], bytes]] = {}
 
-    def add_files(self, rows: Sequence[FileTuple]) -> None:
+    def add_files(self, rows: Sequence[FileTuple], *, diffs_follow: bool = True) -> None:
+        """``diffs_follow``: the differences of these files come next (as they do page by
+        page in-process; not when another process reads them)."""
         index = self.index
         with paused_gc():
             start = len(index.paths)
             index.append_files(rows)
-            # where the page's files went: the next page of differences is about them (the
-            # lookup is made when they come; none come when another process reads them)
-            self._page, self._recent = (start, rows), {}
+            # where the page's files went: the next page of differences is about them
+            if diffs_follow:
+                ids = [r[0] for r in rows]
+                self._recent = dict(zip(ids, range(start, len(index.paths)), strict=True))
+            else:
+                self._recent = {}
 
     def add_diffs(self, groups: Iterable[DiffGroup]) -> None:
         index = self.index
@@ -86,11 +90,6 @@ class IndexBuilder:
             position[str(2 * mirror_id)] = position[str(2 * mirror_id + 1)] = where
             kind[str(2 * mirror_id)], kind[str(2 * mirror_id + 1)] = KIND_OUTDATED, KIND_MISSING
         wide = len(position) > 2 * 256  # positions past 255
-        start, page = self._page
-        if page:
-            ids = [r[0] for r in page]
-            self._recent = dict(zip(ids, range(start, start + len(ids)), strict=True))
-            self._page = (0, ())
         recent, shared = self._recent, self._shared
         with paused_gc():
             for file_id, text in rows:
@@ -152,7 +151,7 @@ class IndexBuilder:
                 index.put_confirmations(pos, confirmed)
 
     def finish(self) -> Index:
-        self._shared, self._recent, self._page = {}, {}, (0, ())
+        self._shared, self._recent = {}, {}
         self.index.built_at = self._clock()
         return self.index
 
