@@ -340,7 +340,9 @@ def main(argv: list[str] | None = None) -> int:
                             shutil.copy(pristine, database)
                         else:
                             database = url
+                        load = round(os.getloadavg()[0], 2)  # other work on the machine
                         result = measure(database, args.changes, variant)
+                        result["load_average_before"] = load
                         result["database"] = "sqlite" if url is None else "postgresql"
                         result.update(rep=rep, generate_s=generated, database_mb=round(size_mb, 1))
                         rows.append(result)
