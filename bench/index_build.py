@@ -13,7 +13,8 @@ size imports the dispatcher (``mirrorhub.web.app``) and measures what a dispatch
   says how the differences were read: by a child process (``process``, SQLite only, see
   mirrorhub/db/diff_reader.py) or ``in-process``;
 * RSS (``VmRSS`` of /proc/self/status) after the imports and holding the index, and the
-  peak (``VmHWM``);
+  peak (``VmHWM``); ``rss_before_delta_mb`` / ``rss_after_delta_mb`` around the update (the
+  change itself is written by another process, as a worker would);
 * ``delta_s``: ``refresh_once`` after ``--changes`` files changed in one committed version
   (half an origin change of files, half a mirror's new difference set), read from the
   change log and written into the live index; ``max_pause_ms``: how late a 1 ms timer
@@ -180,8 +181,12 @@ def child(database: str, changes: int, variant: str = "process") -> dict[str, An
             out["mirrors"] = len(index.slots)
             out["files_with_diffs"] = sum(b is not None for b in index.bad)
             out["directories"] = len(list(index.dirs))
-            changed = await _change_files(sessions, changes)
+            # A worker writes the change, in its own process: its memory is not the
+            # dispatcher's.
+            changed = await asyncio.to_thread(_write_changes_elsewhere, url, changes)
             out["changed_files"] = changed
+            gc.collect()
+            out["rss_before_delta_mb"] = round(status_mb("VmRSS"))
             pauses: list[float] = []
             ticking = asyncio.create_task(_ticker(pauses))
             await asyncio.sleep(1.0)
@@ -256,6 +261,29 @@ async def _change_files(sessions: Any, count: int) -> int:
     return len(picked)
 
 
+def _write_changes_elsewhere(url: str, changes: int) -> int:
+    proc = subprocess.run(
+        [sys.executable, str(Path(__file__).resolve()), "--write-changes", url,
+         "--changes", str(changes)],
+        capture_output=True, text=True, timeout=CHILD_TIMEOUT, check=True,
+        cwd=Path(__file__).resolve().parent.parent,
+    )  # fmt: skip
+    return int(proc.stdout.split()[-1])
+
+
+def _write_changes(url: str, changes: int) -> int:
+    from mirrorhub.db.session import create_engine, session_factory
+
+    async def run() -> int:
+        engine = create_engine(url)
+        try:
+            return await _change_files(session_factory(engine), changes)
+        finally:
+            await engine.dispose()
+
+    return asyncio.run(run())
+
+
 def measure(database: Path | str, changes: int, variant: str) -> dict[str, Any]:
     proc = subprocess.run(
         [
@@ -294,10 +322,14 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--reps", type=int, default=1, help="repetitions of every variant")
     parser.add_argument("--child", help=argparse.SUPPRESS)
+    parser.add_argument("--write-changes", help=argparse.SUPPRESS)  # a database URL
     args = parser.parse_args(argv)
     variants = [v for v in args.variants.split(",") if v]
     if unknown := set(variants) - set(VARIANTS):
         parser.error(f"unknown variants {sorted(unknown)}")
+    if args.write_changes is not None:
+        print(_write_changes(args.write_changes, args.changes))
+        return 0
     if args.child is not None:
         print(json.dumps(child(args.child, args.changes, variants[0])))
         return 0
