@@ -107,8 +107,8 @@ class StatsCounter(Recorder):
     ) -> None:
         if pos is None or ctx is None or (outcome is not _MIRROR and outcome is not _ORIGIN):
             return
-        # One method, few helper calls, no string touched, one small allocation: at this
-        # request rate a Python call or a cache miss costs as much as the counting.
+        # Few helper calls, no string touched, one small allocation: at this request rate
+        # a Python call or a cache miss costs as much as the counting.
         try:
             if scope["method"] != "GET":
                 return
@@ -121,14 +121,8 @@ class StatsCounter(Recorder):
                 index = found
             now = self._clock()
             client = ctx.client
-            seen = self._seen
             key = id(client) ^ hash(scope.get("path") or "/" + index.paths[pos])
-            last = seen.pop(key, None)  # and back in last: least recently seen first
-            if last is None and len(seen) >= self._max_clients:
-                seen.popitem(last=False)
-            seen[key] = now
-            if last is not None and now - last < self._window and _has_range(scope["headers"]):
-                self.deduplicated += 1
+            if self.repeats(key, now, scope):
                 return
             if now >= self._day_end:
                 self._roll(now)
@@ -137,24 +131,29 @@ class StatsCounter(Recorder):
                     self._count_old(index, pos, mirror, client.location.country)
                     return
                 self._switch_index(index)
-            self.counted += 1
-            self._by_pos[pos] += 1
-            size = index.sizes[pos]
-            counts = self._mirrors.get(mirror)
-            if counts is None:
-                self._mirrors[mirror] = [1, size]
-            else:
-                counts[0] += 1
-                counts[1] += size
-            country = client.location.country
-            counts = self._countries.get(country)
-            if counts is None:
-                self._countries[country] = [1, size]
-            else:
-                counts[0] += 1
-                counts[1] += size
+            self.count(pos, mirror, client.location.country, index.sizes[pos])
         except Exception:  # statistics must never break an answer already sent
             self.errors += 1
+
+    def repeats(self, key: int, now: float, scope: Scope) -> bool:
+        """Remember the (client, file) pair ``key``; True for a ranged request repeating it
+        within the window (counted as deduplicated, not as a download)."""
+        seen = self._seen
+        last = seen.pop(key, None)  # and back in last: least recently seen first
+        if last is None and len(seen) >= self._max_clients:
+            seen.popitem(last=False)
+        seen[key] = now
+        if last is not None and now - last < self._window and _has_range(scope["headers"]):
+            self.deduplicated += 1
+            return True
+        return False
+
+    def count(self, pos: int, mirror: str | None, country: str | None, size: int) -> None:
+        """One download of the file at ``pos`` of the snapshot being counted, today."""
+        self.counted += 1
+        self._by_pos[pos] += 1
+        _add(self._mirrors, mirror, size)  # type: ignore[arg-type]
+        _add(self._countries, country, size)  # type: ignore[arg-type]
 
     def _resolve(self, version: int) -> Index | None:
         """The index ``version`` belongs to: the current one, or the one it replaced. An

@@ -10,7 +10,8 @@ current day and load step — and hands everything else to the three recorders' 
 ``record`` methods, which stay the reference (``tests/web/test_recording.py`` holds the two
 equal over random request sequences).
 
-It writes into the three recorders' state directly (same package, same thread: the event
+It writes into the metrics' and the load recorder's state directly and counts through the
+statistics counter's own ``repeats`` and ``count`` (same package, same thread: the event
 loop's), so whatever reads them — the statistics flush, the metrics scrape, the load sync,
 the next pick's view — sees exactly what the three separate calls would have left.
 """
@@ -23,7 +24,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from mirrorhub.domain import Outcome
-from mirrorhub.stats.counter import StatsCounter, _has_range
+from mirrorhub.stats.counter import StatsCounter
 from mirrorhub.web.loadsync import LoadRecorder
 from mirrorhub.web.metrics import LATENCY_BUCKETS, RedirectMetrics
 from mirrorhub.web.redirect import ClientContext, Recorder, Scope
@@ -112,35 +113,9 @@ class HotRecorder(Recorder):
             load.view.add(mirror, size)
             if counted and stats is not None:  # Statistics (StatsCounter.record).
                 client = ctx.client
-                seen = stats._seen
                 key = id(client) ^ hash(scope.get("path") or "/" + index.paths[pos])
-                last = seen.pop(key, None)
-                if last is None and len(seen) >= stats._max_clients:
-                    seen.popitem(last=False)
-                seen[key] = day_now
-                if (
-                    last is not None
-                    and day_now - last < stats._window
-                    and _has_range(scope["headers"])
-                ):
-                    stats.deduplicated += 1
-                    counted = False
-                if counted:
-                    stats.counted += 1
-                    stats._by_pos[pos] += 1
-                    tally = stats._mirrors.get(mirror)
-                    if tally is None:
-                        stats._mirrors[mirror] = [1, size]
-                    else:
-                        tally[0] += 1
-                        tally[1] += size
-                    country = client.location.country
-                    tally = stats._countries.get(country)
-                    if tally is None:
-                        stats._countries[country] = [1, size]
-                    else:
-                        tally[0] += 1
-                        tally[1] += size
+                if not stats.repeats(key, day_now, scope):
+                    stats.count(pos, mirror, client.location.country, size)
             if self.others:
                 for other in self.others:
                     other.record(outcome, mirror, pos, ctx, scope, started)
