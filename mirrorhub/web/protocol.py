@@ -36,8 +36,6 @@ class _Answered:
     no end-of-message, and a lost connection has nobody to wake)."""
 
     response_complete = True
-    keep_alive = True
-    disconnected = False
     message_event = _NoEvent()
 
 
