@@ -40,7 +40,13 @@ from urllib.parse import unquote
 if __package__ in (None, ""):  # run as a script: make "bench" importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.synth import build_database, client_addresses, request_path, write_geoip
+from bench.synth import (
+    GeoData,
+    build_database,
+    client_addresses,
+    request_path,
+    write_geoip,
+)
 from mirrorhub.db import index_load
 from mirrorhub.db.session import create_engine, session_factory
 from mirrorhub.index import build_index
@@ -210,6 +216,18 @@ async def measure(
     }
 
 
+def bench_settings(workdir: Path, geo: GeoData) -> Settings:
+    """The settings of the in-process benchmarks: the synthetic install in ``workdir``,
+    requests arriving through a proxy on 127.0.0.1."""
+    return Settings(
+        database_url=f"sqlite:///{workdir / 'mirrorhub.db'}",
+        geoip_city_db=geo.city_db,
+        geoip_asn_db=geo.asn_db,
+        trusted_proxies=(ipaddress.ip_network("127.0.0.1/32"),),
+        origin_url="http://origin.example.org/",
+    )
+
+
 async def build_app(workdir: Path, settings: Settings) -> Dispatcher:
     """The app's dispatcher (with its recorders), holding an index built from the database."""
     engine = create_engine(settings.database_url)
@@ -255,13 +273,7 @@ def main(argv: list[str] | None = None) -> int:
             scope_for(request_path(rng.choice(stats.redirectable)), rng.choice(clients))
             for _ in range(args.samples)
         ]
-        settings = Settings(
-            database_url=f"sqlite:///{workdir / 'mirrorhub.db'}",
-            geoip_city_db=geo.city_db,
-            geoip_asn_db=geo.asn_db,
-            trusted_proxies=(ipaddress.ip_network("127.0.0.1/32"),),
-            origin_url="http://origin.example.org/",
-        )
+        settings = bench_settings(workdir, geo)
         app = asyncio.run(build_app(workdir, settings))
         figures = asyncio.run(measure(app, scopes, args.profile, args.load_rate))
     finally:

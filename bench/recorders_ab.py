@@ -19,7 +19,6 @@ import argparse
 import asyncio
 import copy
 import importlib.util
-import ipaddress
 import json
 import random
 import shutil
@@ -35,10 +34,9 @@ if __package__ in (None, ""):  # run as a script: make "bench" importable
 
 from prometheus_client import CollectorRegistry
 
-from bench.hotpath import build_app, cpu_per_call, scope_for
+from bench.hotpath import bench_settings, build_app, cpu_per_call, scope_for
 from bench.synth import build_database, client_addresses, request_path, write_geoip
 from mirrorhub.load import LoadEstimator, make_view
-from mirrorhub.settings import Settings
 from mirrorhub.web.redirect import Dispatcher
 
 
@@ -126,13 +124,7 @@ def main(argv: list[str] | None = None) -> int:
             scope_for(request_path(rng.choice(stats.redirectable)), rng.choice(clients))
             for _ in range(10_000)
         ]
-        settings = Settings(
-            database_url=f"sqlite:///{workdir / 'mirrorhub.db'}",
-            geoip_city_db=geo.city_db,
-            geoip_asn_db=geo.asn_db,
-            trusted_proxies=(ipaddress.ip_network("127.0.0.1/32"),),
-            origin_url="http://origin.example.org/",
-        )
+        settings = bench_settings(workdir, geo)
         app = asyncio.run(build_app(workdir, settings))
         result = asyncio.run(compare(app, scopes, args.baseline, args.passes))
     finally:

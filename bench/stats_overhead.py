@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import ipaddress
 import json
 import random
 import shutil
@@ -36,7 +35,7 @@ from typing import Any
 if __package__ in (None, ""):  # run as a script: make "bench" importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.hotpath import build_app, scope_for
+from bench.hotpath import bench_settings, build_app, scope_for
 from bench.hotpath import cpu_per_call as per_call  # CPU µs per request
 from bench.synth import build_database, client_addresses, request_path, write_geoip
 from mirrorhub.db.session import create_engine, session_factory
@@ -192,13 +191,7 @@ def main(argv: list[str] | None = None) -> int:
             if rng.random() < args.range_share:
                 scope["headers"].append((b"range", b"bytes=0-"))
             scopes.append(scope)
-        settings = Settings(
-            database_url=f"sqlite:///{workdir / 'mirrorhub.db'}",
-            geoip_city_db=geo.city_db,
-            geoip_asn_db=geo.asn_db,
-            trusted_proxies=(ipaddress.ip_network("127.0.0.1/32"),),
-            origin_url="http://origin.example.org/",
-        )
+        settings = bench_settings(workdir, geo)
         app = asyncio.run(build_app(workdir, settings))
         figures = asyncio.run(measure(app, scopes, args.passes, settings))
     finally:
