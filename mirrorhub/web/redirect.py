@@ -362,7 +362,8 @@ class ClientContext:
 class Recorder:
     """Observes every answered request: download statistics, metrics.
 
-    ``record`` runs on the hot path after the answer was sent: it must be cheap (count in
+    ``record`` runs on the hot path once the answer is decided (a plain redirect is recorded
+    just before its 302 is written, everything else after): it must be cheap (count in
     memory, flush elsewhere) and must never raise. ``mirror`` is the chosen mirror's name,
     ``pos`` the file's index position, ``ctx`` the client context (None for a bad request),
     ``started`` the request's ``time.perf_counter()`` start.
