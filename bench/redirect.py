@@ -94,8 +94,14 @@ PROFILE_RULES: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("dispatcher: path (normalize_path)", ("normalize_path",)),
     ("dispatcher: client context", ("Dispatcher.context",)),
     ("dispatcher: pick (band cache, draw, load factors)", ("Index.fast_pick",)),
-    ("dispatcher: render headers", ("Dispatcher.redirect_start", "Dispatcher.redirect")),
+    (
+        "dispatcher: render headers",
+        ("Dispatcher.answer_lines", "Dispatcher.redirect_start", "Dispatcher.redirect"),
+    ),
     ("dispatcher: rest of __call__", ("Dispatcher.__call__",)),
+    ("dispatcher: rest of fast_redirect (path memo, lookups)", ("Dispatcher.fast_redirect",)),
+    ("protocol: format and write the 302", ("RedirectProtocol._write",)),
+    ("protocol: direct answer (checks, scope fields)", ("RedirectProtocol.on_headers_complete",)),
     ("uvicorn: run_asgi, task", ("RequestResponseCycle.run_asgi",)),
     ("httptools parse, scope, task creation", ("HttpToolsProtocol.data_received",)),
     ("background: statistics flush", ("StatsFlusher.",)),
@@ -487,6 +493,12 @@ def main(argv: list[str] | None = None) -> int:
         help="multiply every synthetic mirror's capacity (1: wrk's load is far beyond every "
         "mirror, so the capacity-aware pick holds them all back; 10000: every mirror has room)",
     )
+    parser.add_argument(
+        "--bare-direct",
+        action="store_true",
+        help="also run bare-full's fixed answer through mirrorhub's direct protocol path "
+        "(no decision: the floor of that path)",
+    )
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory")
     parser.add_argument(
@@ -510,7 +522,7 @@ def main(argv: list[str] | None = None) -> int:
     variants: list[tuple[str, dict[str, Any]]] = []
     for text in args.variant:
         name, sep, extra = text.partition("=")
-        if not sep or name in ("bare", "bare-full", "mirrorhub"):
+        if not sep or name in ("bare", "bare-full", "bare-direct", "mirrorhub"):
             parser.error(f"--variant {text!r}: want NAME=JSON with a new name")
         variants.append((name, json.loads(extra)))
     args.variants = variants
@@ -583,6 +595,14 @@ def run(args: argparse.Namespace, workdir: Path, info: dict[str, Any]) -> int:
             wait_ready(full, None)
             check_bare(full)
             order = [bare, full, mirrorhub]
+            if args.bare_direct:
+                direct = start_server(
+                    "bare-direct", ["bare-direct", json.dumps(full_headers)], workdir
+                )
+                servers.append(direct)
+                wait_ready(direct, None)
+                check_bare(direct)
+                order.insert(2, direct)
         for name, extra in args.variants:
             variant = start_server(name, ["mirrorhub", json.dumps({**config, **extra})], workdir)
             servers.append(variant)

@@ -1,10 +1,12 @@
 """One benchmark server process: a bare ASGI app or mirrorhub, under identical uvicorn settings.
 
     python bench/server.py bare PORT [HEADERS_JSON]
+    python bench/server.py bare-direct PORT [HEADERS_JSON]
     python bench/server.py mirrorhub PORT SETTINGS_JSON
 
 ``bare`` answers every request with a fixed 302 (``HEADERS_JSON``: a list of [name, value]
-pairs; default: Location and Content-Length only). ``mirrorhub`` runs ``create_app(settings)``.
+pairs; default: Location and Content-Length only); ``bare-direct`` gives the same fixed
+answer through mirrorhub's direct protocol path (the floor of that path). ``mirrorhub`` runs ``create_app(settings)``.
 Both use the uvicorn options of ``mirrorhub serve`` (one process, uvloop, httptools with
 mirrorhub's direct-redirect protocol, lifespan on, no access log, no proxy headers, no server
 header); the bare app has no ``fast_redirect``, so uvicorn's ordinary ASGI path serves it.
@@ -81,7 +83,9 @@ def uvicorn_options(stock_protocol: bool = False) -> dict[str, Any]:
     return options
 
 
-def bare_app(headers: list[list[str]]) -> ASGIApp:
+def bare_app(headers: list[list[str]], direct: bool = False) -> ASGIApp:
+    """``direct``: also offer ``fast_redirect`` (always the same answer), so that
+    mirrorhub's protocol answers from the parser: the floor of that path, with no decision."""
     raw = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in headers]
     start = {"type": "http.response.start", "status": 302, "headers": raw}
     body = {"type": "http.response.body", "body": b""}
@@ -103,6 +107,8 @@ def bare_app(headers: list[list[str]]) -> ASGIApp:
                     await send({"type": "lifespan.shutdown.complete"})
                     return
 
+    if direct:
+        app.fast_redirect = lambda scope: start  # type: ignore[attr-defined]
     return app
 
 
@@ -243,8 +249,9 @@ def _install_timers(kind: str) -> None:
 
     D.context = context_and_noop  # type: ignore[method-assign]
     D.context = _timed("Dispatcher.context", D.context)  # type: ignore[method-assign]
-    if hasattr(D, "redirect_start"):
-        D.redirect_start = _timed("Dispatcher.redirect_start", D.redirect_start)  # type: ignore[attr-defined]
+    for name in ("redirect_start", "answer_lines"):  # the 302's headers (before / since)
+        if hasattr(D, name):
+            setattr(D, name, _timed(f"Dispatcher.{name}", getattr(D, name)))
     index.Index.fast_pick = _timed("Index.fast_pick", index.Index.fast_pick)
     redirect.normalize_path = _timed("normalize_path", paths.normalize_path)
     fan_out = app_module._fan_out
@@ -311,6 +318,7 @@ def report_counters() -> None:
             contexts=len(app._contexts),
             profiles=len(current._profiles),
             bands=len(current._bands),
+            answers=len(getattr(app, "_answers", ())),
             load_view_warm=None if load is None else len(load.warm),
             load_view_factors=None if load is None else len(load.factors),
         )
@@ -326,8 +334,8 @@ def report_counters() -> None:
 
 def main(argv: list[str]) -> int:
     kind, port = argv[0], int(argv[1])
-    if kind == "bare":
-        app = bare_app(json.loads(argv[2]) if len(argv) > 2 else BARE_HEADERS)
+    if kind in ("bare", "bare-direct"):
+        app = bare_app(json.loads(argv[2]) if len(argv) > 2 else BARE_HEADERS, kind != "bare")
     elif kind == "mirrorhub":
         app = mirrorhub_app(json.loads(argv[2]))
     else:

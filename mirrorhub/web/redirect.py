@@ -27,6 +27,7 @@ from mirrorhub.load import LoadView
 from mirrorhub.paths import normalize_path, quote_path
 from mirrorhub.selection import Profile
 from mirrorhub.settings import Settings
+from mirrorhub.web.wire import header_lines
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -38,6 +39,9 @@ MAX_LINK_LINE = 350  # old APT breaks on header lines of 360 bytes or more
 MAX_LINK_VALUE = MAX_LINK_LINE - len("Link: ")
 CONTEXT_CACHE_SIZE = 65536
 PATH_CACHE_SIZE = 16384  # valid request paths -> normalised (popular files ask again)
+# Ready-made 302 header lines per (client ranking, file, chosen mirror): ~1 KB each.
+ANSWER_CACHE_SIZE = 32768
+_MISS = object()
 _FORWARD_HEADERS = frozenset({b"x-forwarded-for", b"forwarded", b"x-forwarded-proto"})
 _NO_STORE = (b"cache-control", b"private, no-store")
 _EMPTY = (b"content-length", b"0")
@@ -108,6 +112,10 @@ class Dispatcher:
         self._contexts: dict[tuple[object, ...], ClientContext] = {}
         self._trusted_peers: dict[str, bool] = {}
         self._paths: dict[str, str] = {}
+        # Keyed by (profile serial, position, file stamp, chosen mirror): the serials are
+        # the index's own, so the cache belongs to one Index object.
+        self._answers: dict[tuple[int, int, int, int], bytes | None] = {}
+        self._answers_index: Index | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":  # lifespan, websocket
@@ -117,19 +125,16 @@ class Dispatcher:
         if raw_path.startswith("/-/") or raw_path == "/-":
             await self.inner(scope, receive, send)
             return
-        start = self.fast_redirect(scope)
-        if start is not None:
-            await send(start)
-            await send(_EMPTY_BODY)
-            return
         await self.answer(scope, receive, send)
 
-    def fast_redirect(self, scope: Scope) -> Message | None:
-        """The 302's start message when this request is a plain redirect to a mirror (the
+    def fast_redirect(self, scope: Scope) -> bytes | None:
+        """The 302's header lines when this request is a plain redirect to a mirror (the
         common case), already recorded; None for everything else, which ``answer`` serves.
 
-        Synchronous and without side effects when it returns None (no random draw, nothing
-        recorded), so mirrorhub.web.protocol can call it straight from the HTTP parser.
+        Synchronous, for mirrorhub.web.protocol to call straight from the HTTP parser, and
+        without side effects when it returns None: nothing recorded, and no random draw
+        unless a header value could not be written as a line (never for values of ours;
+        ``answer`` then decides again and uvicorn refuses the value).
         """
         method = scope["method"]
         if method != "GET" and method != "HEAD":
@@ -154,13 +159,15 @@ class Dispatcher:
         picks = index.fast_pick(pos, ctx.profile, self.rng, self.clock(), self.load)
         if picks is None:
             return None
-        if recorder is not None:
+        lines = self.answer_lines(index, pos, ctx.profile, picks)
+        if lines is not None and recorder is not None:
             name = ctx.profile.mirror_names[picks[0][0]]
             recorder.record(Outcome.MIRROR, name, pos, ctx, scope, started)
-        return self.redirect_start(index, pos, ctx.profile, picks)
+        return lines
 
     async def answer(self, scope: Scope, receive: Receive, send: Send) -> None:
-        """Every published-path request ``fast_redirect`` did not answer."""
+        """Every published-path request that comes through ASGI (mirrorhub.web.protocol
+        answers most plain redirects before that, with ``fast_redirect``)."""
         recorder = self.recorder
         started = time.perf_counter() if recorder is not None else 0.0
         method = scope["method"]
@@ -205,7 +212,8 @@ class Dispatcher:
         if view is None and index.origin_reason(pos) is None:
             picks = index.fast_pick(pos, ctx.profile, self.rng, self.clock(), self.load)
             if picks is not None:
-                await send(self.redirect_start(index, pos, ctx.profile, picks))
+                headers = self.redirect_headers(index, pos, ctx.profile, picks)
+                await send({"type": "http.response.start", "status": 302, "headers": headers})
                 await send(_EMPTY_BODY)
                 if recorder is not None:
                     name = ctx.profile.mirror_names[picks[0][0]]
@@ -230,11 +238,34 @@ class Dispatcher:
         if recorder is not None:
             recorder.record(Outcome.MIRROR, decision.chosen.mirror.name, pos, ctx, scope, started)
 
-    def redirect_start(
+    def answer_lines(
         self, index: Index, pos: int, profile: Profile, picks: tuple[list[int], bool]
-    ) -> Message:
-        """The ``http.response.start`` message of the 302 for a fast pick (a plain function:
-        the hot path awaits ``send`` itself, no coroutine of ours in between)."""
+    ) -> bytes | None:
+        """The 302's header lines for a fast pick (``mirrorhub.web.wire.header_lines`` of
+        :meth:`redirect_headers`), made once per (ranking, file, chosen mirror) and kept.
+
+        Everything in it follows from the key: the band, and with it the alternates after
+        the chosen mirror and whether it is an outdated pick (made only when the file has no
+        band of current copies), is fixed by the ranking and the file's facts
+        (``Index.fast_pick``); tests/web/test_redirect.py holds kept and fresh answers equal.
+        """
+        order = picks[0]
+        if index is not self._answers_index:
+            self._answers.clear()
+            self._answers_index = index
+        key = (profile.serial, pos, index.stamps[pos], order[0])
+        lines = self._answers.get(key, _MISS)
+        if lines is _MISS:
+            lines = header_lines(self.redirect_headers(index, pos, profile, picks))
+            if len(self._answers) >= ANSWER_CACHE_SIZE:
+                del self._answers[next(iter(self._answers))]  # oldest first
+            self._answers[key] = lines
+        return lines  # type: ignore[return-value]
+
+    def redirect_headers(
+        self, index: Index, pos: int, profile: Profile, picks: tuple[list[int], bool]
+    ) -> list[tuple[bytes, bytes]]:
+        """The headers of the 302 for a fast pick."""
         order, maybe_outdated = picks
         quoted, digest = index.rendered(pos)
         first = order[0]
@@ -256,7 +287,7 @@ class Dispatcher:
             headers.append((b"link", self._describedby + quoted + _DESCRIBEDBY_TAIL))
         if digest is not None and not maybe_outdated:  # an old copy has another hash
             headers.append((b"digest", digest))
-        return {"type": "http.response.start", "status": 302, "headers": headers}
+        return headers
 
     async def redirect_decision(
         self, index: Index, pos: int, decision: Decision, send: Send

@@ -11,14 +11,14 @@ from pathlib import Path
 
 import httpx
 import pytest
-from hypothesis import given
+from hypothesis import HealthCheck, given
 from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 from starlette.applications import Starlette
 from starlette.responses import PlainTextResponse
 from starlette.routing import Route
 
-from mirrorhub.domain import Client, Health, Location, Mirror, MirrorState, Options
+from mirrorhub.domain import Client, Health, Location, Mirror, MirrorState, Options, Scheme
 from mirrorhub.geo import GeoLocator
 from mirrorhub.index import IndexConfig, IndexHolder, IndexSource, build_index
 from mirrorhub.load import LoadView
@@ -291,3 +291,61 @@ def test_fast_pick_equals_decide_with_capacities_near_their_limit(  # type: igno
         assert fast is not None
         assert [profile.names[i].decode() for i in fast[0]] == [c.mirror.name for c in full.ranked]
         assert fast[1] == full.chosen.maybe_outdated
+
+
+# geo and tmp_path are only read (a fresh dispatcher per example): sharing them is safe.
+@hypothesis_settings(
+    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    worlds(),
+    st.sampled_from([Options(), Options(scheme=Scheme.HTTPS), Options(avoid=frozenset({"DE"}))]),
+    st.integers(0, 2**32),
+    st.sampled_from([240.0, 2000.0]),
+    st.dictionaries(NAMES, st.sampled_from([0.0, 0.3, 0.9]), max_size=8),
+)
+def test_a_kept_302_equals_one_made_for_the_pick(  # type: ignore[no-untyped-def]
+    geo, tmp_path, world, options, seed, now, factors
+) -> None:
+    """The ready-made answers are keyed by (ranking, file, stamp, chosen, outdated): whatever
+    earlier pick filled an entry, it holds exactly what this pick's own headers would be (the
+    alternates follow from the chosen mirror), including after a file's facts change."""
+    source, config = world
+    # Every file with a hash (an outdated pick leaves its Digest out).
+    files = [(*row[:4], SHA, row[5]) for row in source.files]
+    index = build_index(dataclasses.replace(source, files=files), config)
+    app = make_app(geo, tmp_path)
+    app.holder.current = index
+    load = LoadView(factors, {}) if factors else None
+    rng = random.Random(seed)
+    client = Client(ipaddress.ip_address("192.0.2.7"), Location("DE", "EU", 52.5, 13.4, 64500))
+    profile = index.profile(client, options)
+    for round_ in range(3):
+        for _ in range(6):
+            for pos in range(len(index)):
+                picks = index.fast_pick(pos, profile, rng, now, load)
+                if picks is None:
+                    continue
+                lines = app.answer_lines(index, pos, profile, picks)
+                made = app.redirect_headers(index, pos, profile, picks)
+                assert lines == b"".join(b"%s: %s\r\n" % h for h in made)
+        # A file changed in place (new hash and time) gets new entries.
+        fid, path, size, mtime, _, changed = files[round_ % len(files)]
+        index.put_file((fid, path, size, mtime + 1, SHA[::-1], changed + 100.0))
+
+
+def test_kept_302s_belong_to_one_index(geo: GeoLocator, tmp_path: Path) -> None:
+    """A new index numbers its rankings from 1 again: nothing kept for the old one is used."""
+    app = make_app(geo, tmp_path)
+    scope = {"type": "http", "method": "GET", "path": "/pub/x.iso", "headers": [],
+             "client": ("192.0.2.10", 1234), "query_string": b""}  # fmt: skip
+    app._paths["/pub/x.iso"] = "pub/x.iso"  # as a first request through ``answer`` leaves it
+    for _ in range(2):
+        lines = app.fast_redirect(scope)
+        assert lines is not None and b"location: http://de1.example/pub/pub/x.iso\r\n" in lines
+    moved = dataclasses.replace(MIRRORS[0], http_url="http://de1.moved.example/")
+    source = IndexSource(2, [(m, UP) for m in [moved, *MIRRORS[1:]]], FILES, DIFFS)
+    app.holder.current = build_index(source, app.holder.current.config)
+    lines = app.fast_redirect(scope)
+    assert lines is not None and b"location: http://de1.moved.example/pub/x.iso\r\n" in lines
+    assert b"link: <http://de1.moved.example/pub/x.iso>; rel=duplicate; pri=1" in lines
