@@ -193,6 +193,19 @@ def profile_server(
     }
 
 
+def memory_mb(pid: int) -> dict[str, float]:
+    """A server's resident size now and at its peak (caches filled by every round)."""
+    out = {}
+    with contextlib.suppress(OSError):
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key in ("VmRSS", "VmHWM"):
+                out["rss" if key == "VmRSS" else "peak_rss"] = round(
+                    int(value.split()[0]) / 1024, 1
+                )
+    return out
+
+
 def py_spy() -> str:
     """py-spy from the venv (``pip install py-spy``) or the PATH."""
     beside = Path(sys.executable).parent / "py-spy"
@@ -636,6 +649,7 @@ def run(args: argparse.Namespace, workdir: Path, info: dict[str, Any]) -> int:
                     profiles[server.name] = profile_server(
                         server, lua, workdir, args.duration, opts, args.profile_native
                     )
+        memory = {server.name: memory_mb(server.process.pid) for server in order}
         wrong = {
             k: v
             for r in runs
@@ -690,6 +704,7 @@ def run(args: argparse.Namespace, workdir: Path, info: dict[str, Any]) -> int:
             for name in names
             if name != "bare"
         }
+    result["server_memory_mb_at_end"] = memory
     if counters:
         result["server_counters"] = counters
     if profiles:
@@ -717,6 +732,7 @@ def run(args: argparse.Namespace, workdir: Path, info: dict[str, Any]) -> int:
         print(f"{name} / bare = {summary[name]['rps_median'] / summary['bare']['rps_median']:.2f}")
     for name, found in counters.items():
         print(f"{name} counters: {json.dumps(found)}")
+    print(f"server memory after the last round (MB): {json.dumps(memory)}")
     print(f"bare / mirrorhub = {cpu_ratio:.2f} server CPU time per request")
     if "ratio_mirrorhub_vs_bare_full" in result:
         print(f"mirrorhub / bare-full = {result['ratio_mirrorhub_vs_bare_full']:.2f}")

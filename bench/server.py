@@ -108,7 +108,8 @@ def bare_app(headers: list[list[str]], direct: bool = False) -> ASGIApp:
                     return
 
     if direct:
-        app.fast_redirect = lambda scope: start  # type: ignore[attr-defined]
+        lines = b"".join(b"%s: %s\r\n" % (k, v) for k, v in raw)
+        app.fast_redirect = lambda scope: lines  # type: ignore[attr-defined]
     return app
 
 
