@@ -7,7 +7,8 @@ mirror; :func:`load_factor` turns utilisation into a weight multiplier that stay
 mirror has room, falls to 0 as it reaches its capacity, and comes back as load drops.
 :func:`weighted_pick` uses the multipliers: what held-back band members shed goes to the
 band's members with room while there are any, else to the next-best fresh mirrors, nearest
-first.
+first; a file that fits under 100 % on none of those goes further down the client's ranking
+(:func:`further_weights`) while some mirror in the fleet is still below its capacity.
 
 Everything here is pure or takes an injected clock, so tests are deterministic.
 """
@@ -92,7 +93,16 @@ class LoadView:
     dispatcher's own redirects at once, so a burst cannot overrun a mirror between syncs.
     """
 
-    __slots__ = ("capacities", "factors", "hard", "mbps", "soft", "warm", "window")
+    __slots__ = (
+        "below_capacity",
+        "capacities",
+        "factors",
+        "hard",
+        "mbps",
+        "soft",
+        "warm",
+        "window",
+    )
 
     def __init__(
         self,
@@ -115,6 +125,12 @@ class LoadView:
             m
             for m, v in self.mbps.items()
             if m in self.capacities and v >= WARM * self.capacities[m]
+        }
+        # Mirrors still below 100 % of their capacity: while a view lives its traffic only
+        # grows (:meth:`add`), so this only shrinks, and a mirror not in it has no room for
+        # any file. Selection looks past a client's spill candidates only for mirrors in it.
+        self.below_capacity = {
+            m for m, c in self.capacities.items() if c and self.mbps.get(m, 0.0) < c
         }
 
     def factor(self, mirror: str) -> float:
@@ -142,6 +158,8 @@ class LoadView:
         self.mbps[mirror] = mbps
         if mbps >= WARM * capacity:
             self.warm.add(mirror)
+            if mbps >= capacity:
+                self.below_capacity.discard(mirror)
         f = load_factor(mbps / capacity, self.soft, self.hard)
         if f < 1.0:
             self.factors[mirror] = f
@@ -260,6 +278,20 @@ def overflow_pick(n_band: int, room: Sequence[float], rng: random.Random) -> tup
     point = rng.random() * total
     k = _draw(fits, point) if total > 0.0 else max(range(len(room)), key=room.__getitem__)
     return (True, k) if k < n_band else (False, k - n_band)
+
+
+def further_weights(
+    caps: Sequence[float], factors: Sequence[float], room: Sequence[float]
+) -> list[float]:
+    """Weights for the mirrors past the spill candidates, nearest first, when the file fits
+    under 100 % on no band member and no spill candidate (selection then draws among these
+    instead of overloading one of those). Each has room for the file (``room``, from
+    :func:`spare`, > 0). As for the spill candidates: by effective capacity, halved at each
+    step, so the nearest not held back gets most; when all are held back entirely (between
+    the hold-back limit and 100 %), by the room left, as :func:`overflow_pick` does.
+    """
+    weights = [c * f * SPILL_DECAY**k for k, (c, f) in enumerate(zip(caps, factors, strict=True))]
+    return weights if sum(weights) > 0.0 else list(room)
 
 
 def _draw(weights: Sequence[float], point: float) -> int:

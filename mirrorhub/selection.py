@@ -16,8 +16,9 @@ from __future__ import annotations
 
 import bisect
 import random
-from collections.abc import Container, Sequence
-from dataclasses import dataclass
+from array import array
+from collections.abc import Container, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 
 from mirrorhub.domain import (
     Candidate,
@@ -40,6 +41,7 @@ from mirrorhub.load import (
     LoadView,
     _draw,
     absorb,
+    further_weights,
     overflow_pick,
     spare,
     weighted_pick,
@@ -49,6 +51,12 @@ from mirrorhub.load import (
 KIND_MISSING = 0
 KIND_OUTDATED = 1
 SPILL_CANDIDATES = 8  # fresh mirrors after the band that may take traffic a full band sheds
+# Fresh mirrors past the spill candidates (nearest first, with room for the file) that may
+# take a file for which neither the band nor any spill candidate has room left.
+FURTHER_CANDIDATES = 8
+# Up to this many mirrors below capacity fleet-wide, the fast path finds those past the spill
+# candidates through ``Profile.rank_of``; with more, walking the ranking finds them sooner.
+ROOM_LOOKUP = 16
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,6 +90,18 @@ class Ranked:
     base: str  # base URL for this request's scheme
 
 
+@dataclass(slots=True)
+class RoomMemo:
+    """What :func:`_room_past` last found for a profile: the furthest position in its
+    ranking of a mirror in ``below`` (a view's ``below_capacity``) when it had ``size``
+    members. Holding the set keeps its id from being reused; it only shrinks, so its size
+    tells whether it changed."""
+
+    below: set[str] | None = None
+    size: int = 0
+    furthest: int = -1
+
+
 @dataclass(frozen=True, slots=True)
 class Profile:
     """What selection knows about a client before looking at a file.
@@ -104,9 +124,26 @@ class Profile:
     link_prefixes: tuple[bytes, ...] = ()  # b"<" + base, for Link headers
     mirror_names: tuple[str, ...] = ()
     serial: int = 0  # names this profile in the index's per-(profile, file) band cache
+    # By slot index: 1 + the mirror's position in ``ranked``, 0 when it is not ranked. With
+    # ``slot_of`` (mirror name -> slot index) the fast path finds where the few mirrors that
+    # still have room stand in this ranking without walking it. Both follow from ``ranked``.
+    rank_of: Sequence[int] = field(default=(), compare=False)
+    slot_of: Mapping[str, int] = field(default_factory=dict, compare=False)
+    room_memo: RoomMemo = field(default_factory=lambda: RoomMemo(), compare=False, repr=False)
 
 
-def make_profile(ranked: Sequence[Ranked], excluded: Sequence[Exclusion]) -> Profile:
+def make_profile(
+    ranked: Sequence[Ranked],
+    excluded: Sequence[Exclusion],
+    slot_of: Mapping[str, int] | None = None,
+) -> Profile:
+    """``slot_of`` maps every slot's mirror name to its index (the index shares one map
+    between its profiles); by default one is made from ``ranked``."""
+    rank_of = array("H", bytes(2 * (1 + max((r.slot.idx for r in ranked), default=-1))))
+    for pos, r in enumerate(ranked):
+        rank_of[r.slot.idx] = pos + 1
+    if slot_of is None:
+        slot_of = {r.slot.mirror.name: r.slot.idx for r in ranked}
     return Profile(
         tuple(ranked),
         tuple(excluded),
@@ -124,6 +161,8 @@ def make_profile(ranked: Sequence[Ranked], excluded: Sequence[Exclusion]) -> Pro
         ),
         tuple(b"<" + r.base.encode("ascii") for r in ranked),
         tuple(r.slot.mirror.name for r in ranked),
+        rank_of=rank_of,
+        slot_of=slot_of,
     )
 
 
@@ -196,12 +235,14 @@ def rank_mirrors(
     options: Options,
     network_members: Container[int],
     effective: Location | None = None,
+    slot_of: Mapping[str, int] | None = None,
 ) -> Profile:
     """Classify every mirror for this client, independent of any file.
 
     ``network_members`` holds the indices of mirrors whose networks contain the client's
     address. ``effective`` is the location used for tiers and distance (the ``?country=``
-    override); restrictions always use the client's real location.
+    override); restrictions always use the client's real location. ``slot_of``: see
+    :func:`make_profile`.
     """
     real = client.location
     loc = real if effective is None else effective
@@ -242,7 +283,7 @@ def rank_mirrors(
         key = (int(tier), float("inf") if distance is None else distance, slot.idx)
         ranked.append((key, Ranked(slot, tier, distance, base)))
     ranked.sort(key=lambda item: item[0])
-    return make_profile([r for _, r in ranked], excluded)
+    return make_profile([r for _, r in ranked], excluded, slot_of)
 
 
 def file_reason(
@@ -326,7 +367,8 @@ def _choose(
     best_tier: Tier | None = None
     band_limit: float | None = None
     band_closed = False
-    for r in profile.ranked:
+    spill_end = len(profile.ranked)  # position of the last spill candidate
+    for pos, r in enumerate(profile.ranked):
         confirmed = confirmations.get(r.slot.idx) if confirmations else None
         reason = file_reason(r.slot, facts, confirmed)
         if reason is not None and not (tolerate and reason in TOLERABLE):
@@ -343,6 +385,8 @@ def _choose(
             continue
         band_closed = True
         others.append(r)
+        if len(others) == SPILL_CANDIDATES:
+            spill_end = pos
         if not full and len(others) >= max(alternates, SPILL_CANDIDATES):
             break
     if not band_members:
@@ -352,8 +396,9 @@ def _choose(
     caps = [float(r.slot.mirror.capacity) for r in band_members]
     spill = others[:SPILL_CANDIDATES]
     size = facts.file.size
+    shares: dict[int, float]
     if load is None or not load.warm:
-        in_band, index = True, _draw(caps, rng.random() * sum(caps))
+        chosen = band_members[_draw(caps, rng.random() * sum(caps))]
         shares = {id(r): c / sum(caps) for r, c in zip(band_members, caps, strict=True)}
     else:
         band_f = [load.factor_for(r.slot.mirror.name, size) for r in band_members]
@@ -361,17 +406,33 @@ def _choose(
         spill_f = [load.factor_for(r.slot.mirror.name, size) for r in spill]
         if any(band_f) or any(spill_f):
             in_band, index = weighted_pick(caps, band_f, spill_caps, spill_f, rng)
+            chosen = band_members[index] if in_band else spill[index]
             shares = _load_shares(band_members, caps, band_f, spill, spill_caps, spill_f)
         else:
             candidates = [*band_members, *spill]
             room = spare(load, [r.slot.mirror.name for r in candidates], size)
-            in_band, index = overflow_pick(len(band_members), room, rng)
-            fits = [r if r > 0.0 else 0.0 for r in room]
-            if sum(fits) > 0.0:
-                shares = {id(r): w / sum(fits) for r, w in zip(candidates, fits, strict=True)}
+            further: list[Ranked] = []
+            if load.below_capacity and len(spill) == SPILL_CANDIDATES and max(room) <= 0.0:
+                # It fits nowhere near: rather a mirror further away than one over capacity.
+                further = _further(profile, spill_end + 1, facts, confirmations, tolerate, load)
+            if further:
+                names = [r.slot.mirror.name for r in further]
+                weights = further_weights(
+                    [float(r.slot.mirror.capacity) for r in further],
+                    [load.factor_for(name, size) for name in names],
+                    spare(load, names, size),
+                )
+                total = sum(weights)
+                chosen = further[_draw(weights, rng.random() * total)]
+                shares = {id(r): w / total for r, w in zip(further, weights, strict=True)}
             else:
-                shares = {id(band_members[index] if in_band else spill[index]): 1.0}
-    chosen = band_members[index] if in_band else spill[index]
+                in_band, index = overflow_pick(len(band_members), room, rng)
+                chosen = band_members[index] if in_band else spill[index]
+                fits = [r if r > 0.0 else 0.0 for r in room]
+                if sum(fits) > 0.0:
+                    shares = {id(r): w / sum(fits) for r, w in zip(candidates, fits, strict=True)}
+                else:
+                    shares = {id(chosen): 1.0}
     rest = [r for r in band_members if r is not chosen]
     rest.sort(key=lambda r: -r.slot.mirror.capacity)
 
@@ -387,6 +448,29 @@ def _choose(
     return Decision(
         facts.file.path, facts.file, client, options, ranked[0], tuple(ranked), tuple(excluded)
     )
+
+
+def _further(
+    profile: Profile,
+    start: int,
+    facts: FileFacts,
+    confirmations: dict[int, float] | None,
+    tolerate: bool,
+    load: LoadView,
+) -> list[Ranked]:
+    """Up to FURTHER_CANDIDATES mirrors from ``profile.ranked[start]`` on, nearest first,
+    that hold the file (by the same rules as the band) and have room for it under 100 %."""
+    found: list[Ranked] = []
+    for r in profile.ranked[start:]:
+        confirmed = confirmations.get(r.slot.idx) if confirmations else None
+        reason = file_reason(r.slot, facts, confirmed)
+        if reason is not None and not (tolerate and reason in TOLERABLE):
+            continue
+        if spare(load, (r.slot.mirror.name,), facts.file.size)[0] > 0.0:
+            found.append(r)
+            if len(found) == FURTHER_CANDIDATES:
+                break
+    return found
 
 
 def _load_shares(
@@ -441,13 +525,15 @@ def fast_choose(
     equal) without building objects: it walks the profile's parallel tuples.
     """
     args = (profile, path, changed_at, bad, kinds, confirmations, band, alternates)
-    found = band_walk(*args, False)
-    if found is not None:
-        return pick_in_band(found, rng, alternates, load, size), False
-    if tolerate:
-        found = band_walk(*args, True)
+    facts = (path, changed_at, bad, kinds, confirmations)
+    for tolerant in (False, True) if tolerate else (False,):
+        found = band_walk(*args, tolerant)
         if found is not None:
-            return pick_in_band(found, rng, alternates, load, size), True
+            order = pick_in_band(found, profile, rng, alternates, load, size)
+            if order is None:
+                assert load is not None  # pick_in_band looks for room only in a view
+                order = pick_further(found, profile, *facts, tolerant, rng, alternates, load, size)
+            return order, tolerant
     return None
 
 
@@ -542,11 +628,12 @@ def band_walk(
 
 def pick_in_band(
     found: FastBand,
+    profile: Profile,
     rng: random.Random,
     alternates: int,
     load: LoadView | None = None,
     size: int = 0,
-) -> list[int]:
+) -> list[int] | None:
     """Draw the mirror (capacity-weighted, held back by load), then list the alternates.
 
     With a warm load view, the band's factors are computed first. When none holds a member
@@ -555,8 +642,11 @@ def pick_in_band(
     here. When some but not all members are held back, ``weighted_pick`` keeps the file in
     the band without looking at the spill candidates, so their factors are not computed.
     When every member and every spill candidate is held back entirely (factor 0),
-    :func:`~mirrorhub.load.overflow_pick` sends the file where it still fits under 100 %.
-    Otherwise all factors go to ``weighted_pick``. :func:`choose` does the same.
+    :func:`~mirrorhub.load.overflow_pick` sends the file where it still fits under 100 %;
+    but while a mirror ranked past them (in ``profile``, the ranking ``found`` was walked
+    in) is below its capacity, None is returned without drawing, and the caller, which has
+    the file's facts, goes on with :func:`pick_further`. Otherwise all factors go to
+    ``weighted_pick``. :func:`choose` does the same.
     """
     first = -1
     if load is not None and load.warm:
@@ -570,6 +660,8 @@ def pick_in_band(
                     in_band, k = weighted_pick(
                         found.member_caps, band_f, found.spill_caps, spill_f, rng
                     )
+                elif load.below_capacity and _room_past(found, profile, load):
+                    return None  # the caller looks past the spill candidates
                 else:
                     names = found.member_names + found.spill_names
                     in_band, k = overflow_pick(len(found.members), spare(load, names, size), rng)
@@ -585,6 +677,131 @@ def pick_in_band(
         if i != first:
             order.append(i)
     return order[: alternates + 1]
+
+
+def pick_further(
+    found: FastBand,
+    profile: Profile,
+    path: str,
+    changed_at: float,
+    bad: Sequence[int] | None,
+    kinds: Sequence[int] | None,
+    confirmations: dict[int, float] | None,
+    tolerate: bool,
+    rng: random.Random,
+    alternates: int,
+    load: LoadView,
+    size: int,
+) -> list[int]:
+    """:func:`pick_in_band` where it returned None (band and spill candidates all held back
+    entirely, a mirror past them below capacity): when the file fits under 100 % on none
+    of the band and spill candidates, the nearest fresh mirrors past them with room for it
+    (:func:`~mirrorhub.load.further_weights`); else, or without such mirrors,
+    :func:`~mirrorhub.load.overflow_pick` among band and spill candidates as before.
+    ``tolerate`` is the pass ``found`` was walked in. Makes the choice :func:`choose` makes.
+    """
+    room = spare(load, found.member_names + found.spill_names, size)
+    first = -1
+    if max(room) <= 0.0:
+        facts = (path, changed_at, bad, kinds, confirmations, tolerate)
+        further, further_room = _further_positions(found, profile, *facts, load, size)
+        if further:
+            weights = further_weights(
+                [float(profile.capacities[i]) for i in further],
+                load_factors(load, [profile.mirror_names[i] for i in further], size),
+                further_room,
+            )
+            first = further[_draw(weights, rng.random() * sum(weights))]
+    if first < 0:
+        in_band, k = overflow_pick(len(found.members), room, rng)
+        first = found.members[k] if in_band else found.others[k]
+    head = found.head if found.head_alternates >= alternates else found.by_capacity + found.others
+    return [first, *(i for i in head if i != first)][: alternates + 1]
+
+
+def _room_past(found: FastBand, profile: Profile, load: LoadView) -> bool:
+    """Whether a mirror ranked past the spill candidates is below its capacity. In a
+    saturated fleet the few below capacity are usually mirrors no client gets (down,
+    disabled): the answer is kept per profile while the view's set stays the same, so
+    such a fleet pays a few comparisons per request for it."""
+    if len(found.others) < SPILL_CANDIDATES:
+        return False  # the walk saw every fresh mirror: there are none past these
+    below, memo = load.below_capacity, profile.room_memo
+    if memo.below is not below or memo.size != len(below):
+        rank_of, slot_of = profile.rank_of, profile.slot_of
+        n = len(rank_of)
+        furthest = max([rank_of[s] for m in below if (s := slot_of.get(m, n)) < n], default=0)
+        memo.below, memo.size, memo.furthest = below, len(below), furthest - 1
+    return memo.furthest > found.others[SPILL_CANDIDATES - 1]
+
+
+def _further_positions(
+    found: FastBand,
+    profile: Profile,
+    path: str,
+    changed_at: float,
+    bad: Sequence[int] | None,
+    kinds: Sequence[int] | None,
+    confirmations: dict[int, float] | None,
+    tolerate: bool,
+    load: LoadView,
+    size: int,
+) -> tuple[list[int], list[float]]:
+    """:func:`_further` over the profile's tuples: positions past the spill candidates, and
+    the room each has left (as :func:`~mirrorhub.load.spare` gives it)."""
+    start = found.others[SPILL_CANDIDATES - 1] + 1
+    names, below = profile.mirror_names, load.below_capacity
+    candidates: Iterable[int]
+    if len(below) <= ROOM_LOOKUP:  # a nearly saturated fleet: look the few up
+        rank_of, slot_of = profile.rank_of, profile.slot_of
+        n = len(rank_of)
+        candidates = sorted(
+            i for m in below if (s := slot_of.get(m, n)) < n and (i := rank_of[s] - 1) >= start
+        )
+    else:
+        candidates = (i for i in range(start, len(names)) if names[i] in below)
+    capacities, mbps = load.capacities, load.mbps
+    extra = size * 8 / 1e6 / load.window
+    further: list[int] = []
+    room: list[float] = []
+    for i in candidates:
+        name = names[i]
+        capacity = capacities.get(name)
+        used = mbps.get(name, 0.0) + extra
+        if (
+            capacity
+            and used < capacity
+            and _fresh(profile, i, path, changed_at, bad, kinds, confirmations, tolerate)
+        ):
+            further.append(i)
+            room.append(capacity - used)
+            if len(further) == FURTHER_CANDIDATES:
+                break
+    return further, room
+
+
+def _fresh(
+    profile: Profile,
+    i: int,
+    path: str,
+    changed_at: float,
+    bad: Sequence[int] | None,
+    kinds: Sequence[int] | None,
+    confirmations: dict[int, float] | None,
+    tolerate: bool,
+) -> bool:
+    """Whether the mirror at position ``i`` may serve the file: :func:`band_walk`'s test."""
+    scope = profile.scopes[i]
+    if scope and not path.startswith(scope):
+        return False
+    m = profile.idx[i]
+    confirmed = confirmations.get(m) if confirmations else None
+    if confirmed is None or confirmed < changed_at:
+        if bad is not None and m in bad:
+            return tolerate and not (kinds is not None and kinds[bad.index(m)] == KIND_MISSING)
+        if profile.last_scans[i] < changed_at and not tolerate:
+            return False
+    return True
 
 
 def load_factors(load: LoadView, names: Sequence[str], nbytes: int) -> list[float]:

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import ipaddress
 import random
+from collections import Counter
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from mirrorhub import selection
 from mirrorhub.domain import (
     Client,
     Health,
@@ -18,8 +21,8 @@ from mirrorhub.domain import (
     Restrictions,
     Scheme,
 )
-from mirrorhub.index import IndexConfig, IndexSource, build_index
-from mirrorhub.load import LoadView
+from mirrorhub.index import IndexConfig, IndexSource, build_index, snapshot
+from mirrorhub.load import LoadView, make_view
 from mirrorhub.selection import Band
 
 COUNTRIES = [
@@ -125,3 +128,114 @@ def test_fast_pick_equals_decide(world, address, where, options, seed, now, fact
         assert [profile.names[i].decode() for i in order] == [c.mirror.name for c in full.ranked]
         assert [(profile.bases[i] + quoted).decode() for i in order] == [c.url for c in full.ranked]
         assert maybe_outdated == full.chosen.maybe_outdated
+
+
+PLACES = [
+    ("DE", "EU", 52.5, 13.4), ("FR", "EU", 48.9, 2.3), ("PL", "EU", 52.2, 21.0),
+    ("ES", "EU", 40.4, -3.7), ("US", "NA", 40.7, -74.0), ("CA", "NA", 45.4, -75.7),
+    ("JP", "AS", 35.7, 139.7), ("IN", "AS", 28.6, 77.2), ("BR", "SA", -23.5, -46.6),
+]  # fmt: skip
+
+
+def loaded_world(
+    rng: random.Random,
+) -> tuple[IndexSource, IndexConfig, LoadView, list[tuple[str, str, float, float]]]:
+    """12 to 40 mirrors, those on three continents near or past their capacity, files up to
+    2 GB (267 Mbit/s over the window), and places on those continents for clients: bands and
+    spill candidates often without room for a file while mirrors further down a ranking
+    have some, with every freshness rule in play."""
+    n = rng.randint(12, 40)
+    hot = {"EU", "NA", "AS", "SA"} - {rng.choice(["EU", "NA", "AS", "SA"])}
+    mirrors = []
+    for i in range(1, n + 1):
+        cc, cont, lat, lon = rng.choice(PLACES)
+        mirror = Mirror(
+            id=i,
+            name=f"m{i}",
+            http_url=f"http://m{i}.example/",
+            https_url=None,
+            country=cc,
+            continent=cont,
+            latitude=lat + rng.uniform(-2, 2),
+            longitude=lon + rng.uniform(-2, 2),
+            capacity=rng.choice([100, 1000, 1000, 2000, 10_000]),
+            enabled=rng.random() > 0.05,
+            restrictions=Restrictions(only_own_country=rng.random() < 0.1),
+            scope=rng.choice([(), (), (), ("a/",), ("b/",)]),
+        )
+        health = Health.DOWN if rng.random() < 0.05 else Health.UP
+        mirrors.append((mirror, MirrorState(health, last_good_scan=rng.choice([100.0, 300.0]))))
+    files = [
+        (f, f"{rng.choice('abc')}/f{f}.iso", rng.choice([10**6, 3 * 10**8, 2 * 10**9, 2 * 10**9]), 1,
+         None, rng.choice([50.0, 150.0, 250.0]))
+        for f in range(1, 7)
+    ]  # fmt: skip
+    diffs = list({(rng.randint(1, n), rng.randint(1, 6)) for _ in range(rng.randint(0, n))})
+    missing = [d for d in diffs if rng.random() < 0.5]
+    confirmations = [
+        (rng.randint(1, n), rng.randint(1, 6), rng.choice([100.0, 260.0])) for _ in range(5)
+    ]
+    config = IndexConfig(
+        Band(1.5, rng.choice([0.0, 500.0])),
+        rng.choice([0, 2, 4, 10]),  # 10: alternates past the spill candidates too
+        0,
+        (),
+        rng.choice([(), (("a/", 100.0),)]),
+    )
+    capacities = {m.name: m.capacity for m, _ in mirrors}
+    mbps = {  # three continents busy, one with more room
+        m.name: m.capacity
+        * rng.choice([0.95, 0.99, 1.0, 1.2] if m.continent in hot else [0.3, 0.5, 0.92])
+        for m, _ in mirrors
+    }
+    load = make_view(mbps, {}, capacities)
+    places = [p for p in PLACES if p[1] in hot]
+    return IndexSource(1, mirrors, files, diffs, missing, confirmations), config, load, places
+
+
+@pytest.mark.parametrize("room_lookup", [0, 1000])
+def test_fast_pick_equals_decide_when_looking_past_the_spill_candidates(
+    monkeypatch: pytest.MonkeyPatch, room_lookup: int
+) -> None:
+    """Seeded worlds where the hot path often has to look past the spill candidates (both
+    of its ways of finding them: ``room_lookup`` 0 walks the ranking, 1000 looks the
+    mirrors below capacity up): the same choice and order as the full decision, whose
+    full=True form chooses the same mirror too. Counts that the new path was taken, both
+    where it found a mirror further away and where it fell back to overflow_pick."""
+    monkeypatch.setattr(selection, "ROOM_LOOKUP", room_lookup)
+    outcomes: Counter[str] = Counter()
+    real = selection.pick_further
+
+    def counted(found, profile, *args):  # type: ignore[no-untyped-def]
+        order = real(found, profile, *args)
+        near = {*found.members, *found.others[: selection.SPILL_CANDIDATES]}
+        outcomes["further" if order[0] not in near else "overflow"] += 1
+        return order
+
+    monkeypatch.setattr(selection, "pick_further", counted)
+    monkeypatch.setattr(snapshot, "pick_further", counted)
+    for seed in range(250):
+        rng = random.Random(seed)
+        source, config, load, places = loaded_world(rng)
+        index = build_index(source, config)
+        for cc, cont, lat, lon in rng.sample(places, 3):
+            client = Client(ipaddress.ip_address("198.51.100.1"), Location(cc, cont, lat, lon))
+            profile = index.profile(client, Options())
+            for pos in range(len(index)):
+                draw = rng.random()
+                full = index.decide(
+                    pos, client, Options(), random.Random(draw), full=False, now=240.0, load=load
+                )
+                fast = index.fast_pick(pos, profile, random.Random(draw), 240.0, load)
+                if full.chosen is None:
+                    assert fast is None
+                    continue
+                assert fast is not None
+                names = [profile.mirror_names[i] for i in fast[0]]
+                assert names == [c.mirror.name for c in full.ranked]
+                assert fast[1] == full.chosen.maybe_outdated
+                listed = index.decide(
+                    pos, client, Options(), random.Random(draw), full=True, now=240.0, load=load
+                )
+                assert listed.chosen is not None and listed.chosen.mirror == full.chosen.mirror
+    assert outcomes["further"] > 100 and outcomes["overflow"] > 100, outcomes

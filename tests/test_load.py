@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import ipaddress
 import random
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from types import SimpleNamespace
 from typing import Any, cast
 
@@ -20,13 +21,16 @@ from mirrorhub.domain import (
     MirrorState,
     Options,
     OriginFile,
+    Reason,
     Restrictions,
     Tier,
 )
+from mirrorhub.index import Index, IndexConfig, IndexSource, build_index
 from mirrorhub.load import (
     LoadEstimator,
     LoadView,
     absorb,
+    further_weights,
     load_factor,
     make_view,
     overflow_pick,
@@ -322,3 +326,191 @@ def test_a_band_at_capacity_spills_past_its_tier_only_to_allowed_mirrors() -> No
     got = picks(view, GB2)
     assert got["near"] == got["near2"] == got["de-only"] == 0
     assert got["mid"] > got["far"] > 0
+
+
+# --- Past the spill candidates: a file that fits nowhere near the client ---------------------
+
+BERLIN = Client(ipaddress.ip_address("192.0.2.1"), Location("DE", "EU", 52.5, 13.4))
+SCANNED = MirrorState(Health.UP, last_good_scan=20.0)
+NEAR = [  # the band (two in Berlin), then the 8 spill candidates: nearest in the same continent
+    ("de1", "DE", "EU", 52.5, 13.4), ("de2", "DE", "EU", 52.6, 13.3),
+    ("cz", "CZ", "EU", 50.1, 14.4), ("dk", "DK", "EU", 55.7, 12.6),
+    ("pl", "PL", "EU", 52.2, 21.0), ("at", "AT", "EU", 48.2, 16.4),
+    ("nl", "NL", "EU", 52.4, 4.9), ("be", "BE", "EU", 50.8, 4.4),
+    ("ch", "CH", "EU", 46.9, 7.4), ("fr", "FR", "EU", 48.9, 2.3),
+]  # fmt: skip
+
+
+def eu_index(
+    *further: tuple[Mirror, MirrorState],
+    missing: str | None = None,
+    outdated: Sequence[str] = (),
+) -> Index:
+    """One 2 GB file (267 Mbit/s over the 60 s window), a client in Berlin: the band and its
+    spill candidates from NEAR, then ``further`` (ranked by tier and distance as usual).
+    ``missing`` names a mirror that lacks the file, ``outdated`` those with an older
+    version (which may serve for an hour after the origin's change, when nobody has it)."""
+    mirrors = [
+        (Mirror(i, name, f"http://{name}/", None, country=cc, continent=cont, latitude=lat,
+                longitude=lon, capacity=1000), SCANNED)
+        for i, (name, cc, cont, lat, lon) in enumerate(NEAR, start=1)
+    ]  # fmt: skip
+    mirrors += [(dataclasses.replace(m, id=100 + i), s) for i, (m, s) in enumerate(further)]
+    ids = {m.name: m.id for m, _ in mirrors}
+    lacking = [(ids[missing], 1)] if missing else []
+    diffs = lacking + [(ids[name], 1) for name in outdated]
+    files = [(1, "pub/x.iso", GB2, 1, None, 10.0)]
+    source = IndexSource(1, mirrors, files, diffs, lacking)
+    config = IndexConfig(Band(1.5, 500), alternates=2, allow_outdated=(("pub/", 3600.0),))
+    return build_index(source, config)
+
+
+def far(name: str, cc: str, cont: str, lat: float, lon: float, **kw: Any) -> Mirror:
+    return Mirror(0, name, f"http://{name}/", None, country=cc, continent=cont, latitude=lat,
+                  longitude=lon, capacity=1000, **kw)  # fmt: skip
+
+
+def full_near(index: Index, **mbps: float) -> LoadView:
+    """Every band member and spill candidate at 90 %: a 2 GB file takes each to 117 %."""
+    caps = {s.mirror.name: s.mirror.capacity for s in index.slots}
+    return make_view({**{name: 900.0 for name, *_ in NEAR}, **mbps}, {}, caps)
+
+
+def chosen(index: Index, view: LoadView, seeds: range = range(200)) -> Counter[str]:
+    """The mirror chosen per seed by the full decision, checked against the hot path's."""
+    profile = index.profile(BERLIN, Options())
+    out: Counter[str] = Counter()
+    for seed in seeds:
+        rng = random.Random(seed)
+        d = index.decide(0, BERLIN, Options(), rng, full=False, now=100.0, load=view)
+        fast = index.fast_pick(0, profile, random.Random(seed), 100.0, view)
+        assert d.chosen is not None and fast is not None
+        assert [profile.mirror_names[i] for i in fast[0]] == [c.mirror.name for c in d.ranked]
+        assert fast[1] == d.chosen.maybe_outdated
+        out[d.chosen.mirror.name] += 1
+    return out
+
+
+def test_a_file_that_fits_nowhere_near_goes_to_a_fresh_allowed_mirror_further_away() -> None:
+    """Band and spill candidates would all pass 100 % with the file; the mirrors past them
+    with room are restricted, stale, missing the file, out of scope or down, except one."""
+    index = eu_index(
+        (far("it", "IT", "EU", 41.9, 12.5, restrictions=Restrictions(only_own_country=True)),
+         SCANNED),
+        (far("es", "ES", "EU", 40.4, -3.7), MirrorState(Health.UP, last_good_scan=5.0)),
+        (far("pt", "PT", "EU", 38.7, -9.1), SCANNED),
+        (far("se", "SE", "EU", 59.3, 18.1, scope=("other/",)), SCANNED),
+        (far("no", "NO", "EU", 59.9, 10.7), MirrorState(Health.DOWN, last_good_scan=20.0)),
+        (far("us", "US", "NA", 40.7, -74.0), SCANNED),
+        missing="pt",
+    )  # fmt: skip
+    view = full_near(index)
+    assert view.below_capacity == {s.mirror.name for s in index.slots}  # < 100 % before it
+    assert chosen(index, view) == {"us": 200}
+    d = index.decide(0, BERLIN, Options(), random.Random(1), full=True, load=view)
+    assert {e.mirror.name: e.reason for e in d.excluded} == {
+        "it": Reason.NOT_OWN_COUNTRY, "es": Reason.STALE, "pt": Reason.MISSING,
+        "se": Reason.OUT_OF_SCOPE, "no": Reason.DOWN,
+    }  # fmt: skip
+    assert {c.mirror.name: c.share for c in d.ranked if c.share} == {"us": 1.0}
+
+
+def test_past_the_spill_candidates_the_ranking_still_decides_nearest_tier_first() -> None:
+    """Lisbon (same continent) ranks before Tunis (closer to Berlin, another continent) and
+    gets twice its weight, as a spill candidate one step nearer would."""
+    index = eu_index(
+        (far("lisbon", "PT", "EU", 38.7, -9.1), SCANNED),
+        (far("tunis", "TN", "AF", 36.8, 10.2), SCANNED),
+    )
+    view = full_near(index)
+    d = index.decide(0, BERLIN, Options(), random.Random(1), full=True, load=view)
+    shares = {c.mirror.name: c.share for c in d.ranked if c.share}
+    assert shares == pytest.approx({"lisbon": 2 / 3, "tunis": 1 / 3})
+    got = chosen(index, view, range(600))
+    assert set(got) == {"lisbon", "tunis"} and 350 < got["lisbon"] < 450
+
+
+def test_past_the_spill_candidates_at_most_eight_mirrors_share_the_file() -> None:
+    """Ten US mirrors with room, nearest first: the first eight share the file, halving per
+    step; the ninth, however big, gets nothing (the hot path stops looking there too)."""
+    us = [(far(f"us{k}", "US", "NA", 40.7, -74.0 - k), SCANNED) for k in range(10)]
+    us[8] = (dataclasses.replace(us[8][0], capacity=100_000), SCANNED)
+    index = eu_index(*us)
+    view = full_near(index)
+    d = index.decide(0, BERLIN, Options(), random.Random(1), full=True, load=view)
+    shares = {c.mirror.name: c.share for c in d.ranked if c.mirror.name.startswith("us")}
+    weights = [0.5**k for k in range(8)]
+    assert shares == pytest.approx(
+        {**{f"us{k}": w / sum(weights) for k, w in enumerate(weights)}, "us8": 0, "us9": 0}
+    )
+    assert set(chosen(index, view)) <= {f"us{k}" for k in range(8)}
+
+
+def test_the_allow_outdated_pass_looks_past_the_spill_candidates_by_its_own_rules() -> None:
+    """No mirror has the current version; an outdated copy may serve. Band and spill
+    candidates (all outdated) are full: an outdated mirror further away takes the file, one
+    that lacks it entirely does not, and the answer says it may be outdated."""
+    index = eu_index(
+        (far("pt", "PT", "EU", 38.7, -9.1), SCANNED),
+        (far("us", "US", "NA", 40.7, -74.0), SCANNED),
+        missing="pt",
+        outdated=[name for name, *_ in NEAR] + ["us"],
+    )
+    view = full_near(index)
+    assert chosen(index, view) == {"us": 200}
+    d = index.decide(0, BERLIN, Options(), random.Random(1), full=False, now=100.0, load=view)
+    assert d.chosen is not None and d.chosen.maybe_outdated
+
+
+def test_a_spill_candidate_where_the_file_still_fits_keeps_it_near() -> None:
+    """Only when the file fits under 100 % on no band member and no spill candidate are the
+    mirrors past them looked at: one at 72 % (99 % with the file) takes it before the US."""
+    index = eu_index((far("us", "US", "NA", 40.7, -74.0), SCANNED))
+    view = full_near(index, fr=720.0)
+    assert view.factor_for("fr", GB2) == 0.0  # held back entirely, but still fits
+    assert chosen(index, view) == {"fr": 200}
+
+
+def test_a_saturated_fleet_keeps_the_overflow_pick_among_band_and_spill() -> None:
+    """Nothing the client may use has room (the only mirrors below capacity are down or
+    restricted, or none is): the least overloaded of band and spill candidates, exactly as
+    overflow_pick picks it, with one draw."""
+    index = eu_index(
+        (far("it", "IT", "EU", 41.9, 12.5, restrictions=Restrictions(only_own_country=True)),
+         SCANNED),
+        (far("no", "NO", "EU", 59.9, 10.7), MirrorState(Health.DOWN, last_good_scan=20.0)),
+        (far("us", "US", "NA", 40.7, -74.0), SCANNED),
+    )  # fmt: skip
+    near = [name for name, *_ in NEAR]
+    loads = {name: 900.0 + 10 * k for k, name in enumerate(near)}  # "fr" least loaded
+    for view in (
+        full_near(index, **loads, us=1000.0),  # it and no below capacity
+        full_near(index, **loads, us=1000.0, it=1000.0, no=1000.0),  # nobody
+    ):
+        for seed in range(20):
+            room = spare(view, near, GB2)
+            in_band, k = overflow_pick(2, room, random.Random(seed))
+            expected = near[k] if in_band else near[2 + k]
+            assert chosen(index, view, range(seed, seed + 1)) == {expected: 1} == {"de1": 1}
+            rng, twin = random.Random(seed), random.Random(seed)
+            index.decide(0, BERLIN, Options(), rng, full=False, load=view)
+            twin.random()
+            assert rng.random() == twin.random()
+    # Below 100 % before the file: the band, the spill candidates (room for smaller files),
+    # and past them only mirrors this client may not use.
+    assert full_near(index, **loads, us=1000.0).below_capacity == {*near, "it", "no"}
+
+
+def test_below_capacity_only_shrinks_within_a_view() -> None:
+    view = make_view({"a": 990.0, "b": 100.0}, {"c": 1000.0}, {"a": 1000, "b": 1000, "c": 1000})
+    assert view.below_capacity == {"a", "b"}  # c is at 100 %: no room for any file
+    view.add("a", int(10 * 1e6 / 8 * 60))  # +10 Mbit/s: 100 %
+    assert view.below_capacity == {"b"}
+    assert LoadView({"a": 0.0}, {}).below_capacity == set()  # no capacities: nothing known
+
+
+def test_further_weights_halve_per_step_else_follow_the_room() -> None:
+    caps, room = [1000.0, 1000.0, 4000.0], [100.0, 300.0, 50.0]
+    assert further_weights(caps, [1.0, 1.0, 0.5], room) == [1000.0, 500.0, 500.0]
+    assert further_weights(caps, [0.0, 1.0, 0.0], room) == [0.0, 500.0, 0.0]
+    assert further_weights(caps, [0.0, 0.0, 0.0], room) == room  # all held back: by room

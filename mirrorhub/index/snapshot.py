@@ -36,6 +36,7 @@ from mirrorhub.selection import (
     choose,
     fast_choose,
     make_slot,
+    pick_further,
     pick_in_band,
     rank_mirrors,
 )
@@ -117,6 +118,7 @@ class Index:
             for i, (m, s) in enumerate(mirrors)
         )
         self.networks = NetworkTable(self.slots)
+        self._slot_of = {s.mirror.name: s.idx for s in self.slots}  # shared by the profiles
         self._asns = frozenset(s.mirror.asn for s in self.slots if s.mirror.asn is not None)
         self._profiles: dict[tuple[object, ...], Profile] = {}  # rankings read every mirror fact
         return True
@@ -280,7 +282,7 @@ class Index:
             if len(self._profiles) >= PROFILE_CACHE_SIZE:
                 del self._profiles[next(iter(self._profiles))]  # oldest first
             coarse = Client(client.address, loc)
-            profile = rank_mirrors(self.slots, coarse, options, members, effective)
+            profile = rank_mirrors(self.slots, coarse, options, members, effective, self._slot_of)
             profile = dataclasses.replace(profile, serial=next(self._serials))
             self._profiles[key] = profile
         return profile
@@ -324,7 +326,15 @@ class Index:
                 del self._bands[next(iter(self._bands))]  # oldest first
             self._bands[key] = found
         if found is not None:
-            return pick_in_band(found, rng, self.config.alternates, load, self.sizes[pos]), False
+            size = self.sizes[pos]
+            order = pick_in_band(found, profile, rng, self.config.alternates, load, size)
+            if order is None:  # no room near the client: look past the spill candidates
+                assert load is not None
+                order = pick_further(
+                    found, profile, *self._facts(pos), False, rng, self.config.alternates,
+                    load, size,
+                )  # fmt: skip
+            return order, False
         if self.config.allow_outdated and self.tolerates(pos, now):
             return fast_choose(
                 profile,
