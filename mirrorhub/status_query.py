@@ -15,6 +15,7 @@ Sized for 500 mirrors x 1,000,000 origin files:
 from __future__ import annotations
 
 import time
+from array import array
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -36,6 +37,7 @@ from mirrorhub.status import (
     WINDOW_HOURS,
     Confirmation,
     CoverageInputs,
+    Histogram,
     MirrorFacts,
     StatusModel,
     build_status,
@@ -43,6 +45,7 @@ from mirrorhub.status import (
 from mirrorhub.workers.health import decode_scheme_health, down_schemes
 
 SCOPE_COLUMNS = 100  # COUNT columns per origin_files scan; more scopes take more scans
+ROWS_PER_FETCH = 10_000
 Buckets = dict[int, dict[int, tuple[int, int]]]  # mirror id -> hour -> (good, samples)
 # What a mirror's diff count depends on: its last good scan, its scope, the origin histogram.
 DiffKey = tuple[float | None, tuple[str, ...], tuple[int, int, float] | None]
@@ -107,8 +110,13 @@ def _successor(prefix: str) -> str:
     return prefix[:-1] + chr(ord(prefix[-1]) + 1)
 
 
-async def _histogram(session: AsyncSession, prefix: str) -> dict[float, int]:
-    query = select(OriginFileRow.changed_at, func.count()).group_by(OriginFileRow.changed_at)
+async def _histogram(session: AsyncSession, prefix: str) -> tuple[array[float], array[int]]:
+    """(changed_at values ascending, files at each) under ``prefix``, read in batches."""
+    query = (
+        select(OriginFileRow.changed_at, func.count())
+        .group_by(OriginFileRow.changed_at)
+        .order_by(OriginFileRow.changed_at)
+    )
     if prefix:
         # The range walks the unique index on path (SQLite compares bytes); substr() keeps
         # the answer exact whatever the collation.
@@ -117,7 +125,25 @@ async def _histogram(session: AsyncSession, prefix: str) -> dict[float, int]:
             OriginFileRow.path < _successor(prefix),
             func.substr(OriginFileRow.path, 1, len(prefix)) == prefix,
         )
-    return {float(t): int(n) for t, n in await session.execute(query)}
+    times, counts = array("d"), array("q")
+    result = await session.stream(query)
+    async for rows in result.partitions(ROWS_PER_FETCH):
+        for t, n in rows:
+            times.append(t)
+            counts.append(n)
+    return times, counts
+
+
+def _merged(parts: Sequence[tuple[array[float], array[int]]]) -> Histogram:
+    """One histogram of several disjoint prefixes' (times, counts)."""
+    if len(parts) == 1:
+        return Histogram.from_sorted(*parts[0])
+    total: dict[float, int] = {}
+    for times, counts in parts:
+        for t, n in zip(times, counts, strict=True):
+            total[t] = total.get(t, 0) + n
+    ordered = sorted(total.items())
+    return Histogram.from_sorted(array("d", [t for t, _ in ordered]), [n for _, n in ordered])
 
 
 async def origin_signature(session: AsyncSession) -> tuple[int, int, float]:
@@ -133,23 +159,21 @@ async def origin_signature(session: AsyncSession) -> tuple[int, int, float]:
 
 async def load_histograms(
     session: AsyncSession, scopes: Iterable[tuple[str, ...]]
-) -> dict[tuple[str, ...], list[tuple[float, int]]]:
-    """(changed_at, files) per scope, sorted; the empty scope is the whole tree.
+) -> dict[tuple[str, ...], Histogram]:
+    """In-scope files per ``changed_at``, per scope; the empty scope is the whole tree.
 
     SQLite: one index range per distinct prefix. PostgreSQL (whose collation may not order by
-    code point, so a range could miss rows): one scan with a COUNT column per scope.
+    code point, so a range could miss rows): one scan with a COUNT column per scope. Rows are
+    read in batches into flat arrays: the event loop keeps answering in between, and an
+    origin with a distinct time per file does not hold a million tuples.
     """
     wanted = sorted(set(scopes))
-    out: dict[tuple[str, ...], list[tuple[float, int]]] = {}
+    out: dict[tuple[str, ...], Histogram] = {}
     if session.get_bind().dialect.name == "sqlite":
         prefixes = {p for scope in wanted for p in disjoint(scope)} | {""}
         per_prefix = {p: await _histogram(session, p) for p in sorted(prefixes)}
         for scope in wanted:
-            total: dict[float, int] = {}
-            for p in disjoint(scope) or ("",):
-                for t, n in per_prefix[p].items():
-                    total[t] = total.get(t, 0) + n
-            out[scope] = sorted(total.items())
+            out[scope] = _merged([per_prefix[p] for p in disjoint(scope) or ("",)])
         return out
     for start in range(0, len(wanted), SCOPE_COLUMNS):
         chunk = wanted[start : start + SCOPE_COLUMNS]
@@ -157,14 +181,20 @@ async def load_histograms(
             func.count() if not scope else func.sum(case((_scope_condition(scope), 1), else_=0))
             for scope in chunk
         ]
-        result = await session.execute(
+        result = await session.stream(
             select(OriginFileRow.changed_at, *columns)
             .group_by(OriginFileRow.changed_at)
             .order_by(OriginFileRow.changed_at)
         )
-        rows = result.all()
-        for i, scope in enumerate(chunk):
-            out[scope] = [(float(r[0]), int(r[i + 1] or 0)) for r in rows if r[i + 1]]
+        found = [(array("d"), array("q")) for _ in chunk]
+        async for rows in result.partitions(ROWS_PER_FETCH):
+            for row in rows:
+                for (times, counts), n in zip(found, row[1:], strict=True):
+                    if n:
+                        times.append(row[0])
+                        counts.append(n)
+        for scope, (times, counts) in zip(chunk, found, strict=True):
+            out[scope] = Histogram.from_sorted(times, counts)
     return out
 
 
@@ -299,7 +329,7 @@ class StatusSource:
     sessions: async_sessionmaker[AsyncSession]
     clock: Callable[[], float] = time.time
     _origin: tuple[int, int, float] | None = None
-    _histograms: dict[tuple[str, ...], list[tuple[float, int]]] = field(default_factory=dict)
+    _histograms: dict[tuple[str, ...], Histogram] = field(default_factory=dict)
     _confirmations: list[Confirmation] = field(default_factory=list)
     _differing: dict[int, tuple[DiffKey, int]] = field(default_factory=dict)
     _buckets: Buckets = field(default_factory=dict)

@@ -20,7 +20,7 @@ import pytest
 from sqlalchemy import delete, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from mirrorhub import services
+from mirrorhub import services, status_query
 from mirrorhub.db import repositories
 from mirrorhub.db.models import (
     MirrorFileConfirmationRow,
@@ -598,3 +598,26 @@ async def test_real_redirects_show_up_on_every_view_after_a_load_sync(
     assert {m["name"]: m["load"] for m in status_doc["mirrors"]} == {"alpha": full, "bravo": idle}
     assert mirror_doc["load"] == full
     assert {m["name"]: m["load"] for m in listed["mirrors"]} == {"alpha": full, "bravo": idle}
+
+
+async def test_histograms_read_in_batches_count_every_file(
+    db_url: str, sessions: Sessions, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """load_histograms reads (changed_at, files) rows in batches into flat arrays; with one
+    row per batch and a time per file, every scope's "changed after t" still counts exactly
+    the files it should (SQLite: per prefix, merged; PostgreSQL: one column per scope)."""
+    await fill(sessions)
+    async with sessions.begin() as s:
+        for i in range(11, 31):  # more files, each with its own time
+            s.add(OriginFileRow(id=i, path=f"pub/x/{i}", size=1, mtime=1, changed_at=100.0 + i))
+    monkeypatch.setattr(status_query, "ROWS_PER_FETCH", 1)
+    scopes = {(), ("pub/",), ("pub/x/", "other/"), ("none/",)}
+    async with sessions() as s:
+        found = await status_query.load_histograms(s, scopes)
+        rows = (await s.execute(select(OriginFileRow.path, OriginFileRow.changed_at))).all()
+    assert found.keys() == scopes
+    for scope, histogram in found.items():
+        inside = [t for p, t in rows if not scope or any(p.startswith(q) for q in scope)]
+        assert histogram.total == len(inside)
+        for t in [0.0, 100.0, 115.0, 130.0, 300.0, 301.0]:
+            assert histogram.changed_after(t) == sum(1 for x in inside if x > t), (scope, t)
