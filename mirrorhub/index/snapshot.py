@@ -41,10 +41,12 @@ from mirrorhub.selection import (
     rank_mirrors,
 )
 
+# Caches of what selection derives, bounded by memory (measured at 200 mirrors): a
+# ranking is ~84 KB (a miss costs ~1 ms), a band ~2.4 KB (a miss: one walk, ~10 us).
 PROFILE_CACHE_SIZE = 16384
 _ORIGIN_REASONS = (None, OriginReason.TOO_SMALL, OriginReason.ORIGIN_ONLY)
 RENDER_CACHE_SIZE = 65536
-BAND_CACHE_SIZE = 262144
+BAND_CACHE_SIZE = 65536  # ~160 MB when full
 _MISS: Any = object()
 _NO_SHA = "0" * 64
 
