@@ -17,7 +17,7 @@ from __future__ import annotations
 import bisect
 import random
 from array import array
-from collections.abc import Container, Iterable, Mapping, Sequence
+from collections.abc import Container, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from mirrorhub.domain import (
@@ -54,9 +54,6 @@ SPILL_CANDIDATES = 8  # fresh mirrors after the band that may take traffic a ful
 # Fresh mirrors past the spill candidates (nearest first, with room for the file) that may
 # take a file for which neither the band nor any spill candidate has room left.
 FURTHER_CANDIDATES = 8
-# Up to this many mirrors below capacity fleet-wide, the fast path finds those past the spill
-# candidates through ``Profile.rank_of``; with more, walking the ranking finds them sooner.
-ROOM_LOOKUP = 16
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,14 +89,14 @@ class Ranked:
 
 @dataclass(slots=True)
 class RoomMemo:
-    """What :func:`_room_past` last found for a profile: the furthest position in its
-    ranking of a mirror in ``below`` (a view's ``below_capacity``) when it had ``size``
+    """What :func:`_held_back_pick` last found for a profile: the positions in its
+    ranking of the mirrors in ``below`` (a view's ``below_capacity``) when that had ``size``
     members. Holding the set keeps its id from being reused; it only shrinks, so its size
     tells whether it changed."""
 
     below: set[str] | None = None
     size: int = 0
-    furthest: int = -1
+    positions: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,7 +122,7 @@ class Profile:
     mirror_names: tuple[str, ...] = ()
     serial: int = 0  # names this profile in the index's per-(profile, file) band cache
     # By slot index: 1 + the mirror's position in ``ranked``, 0 when it is not ranked. With
-    # ``slot_of`` (mirror name -> slot index) the fast path finds where the few mirrors that
+    # ``slot_of`` (mirror name -> slot index) the fast path finds where the mirrors that
     # still have room stand in this ranking without walking it. Both follow from ``ranked``.
     rank_of: Sequence[int] = field(default=(), compare=False)
     slot_of: Mapping[str, int] = field(default_factory=dict, compare=False)
@@ -525,16 +522,19 @@ def fast_choose(
     equal) without building objects: it walks the profile's parallel tuples.
     """
     args = (profile, path, changed_at, bad, kinds, confirmations, band, alternates)
-    facts = (path, changed_at, bad, kinds, confirmations)
-    for tolerant in (False, True) if tolerate else (False,):
-        found = band_walk(*args, tolerant)
+    found = band_walk(*args, False)
+    if found is not None:
+        return pick_in_band(found, profile, rng, alternates, load, size), False
+    if tolerate:
+        found = band_walk(*args, True)
         if found is not None:
-            order = pick_in_band(found, profile, rng, alternates, load, size)
-            if order is None:
-                assert load is not None  # pick_in_band looks for room only in a view
-                order = pick_further(found, profile, *facts, tolerant, rng, alternates, load, size)
-            return order, tolerant
+            return pick_in_band(found, profile, rng, alternates, load, size), True
     return None
+
+
+WalkedFacts = tuple[
+    str, float, Sequence[int] | None, Sequence[int] | None, dict[int, float] | None, bool
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -556,6 +556,10 @@ class FastBand:
     # list after any chosen mirror (one more than that): the alternates are read from here.
     head: tuple[int, ...] = ()
     head_alternates: int = -1
+    # The file's facts the walk read and its pass (band_walk's arguments from ``path`` to
+    # ``confirmations``, then ``tolerate``): a pick that has to look past the spill
+    # candidates (:func:`_further_positions`) holds the mirrors there to the same rules.
+    walked: WalkedFacts = field(default=("", 0.0, None, None, None, False), compare=False)
 
 
 def band_walk(
@@ -623,6 +627,7 @@ def band_walk(
         tuple(names[i] for i in spill),
         tuple((by_capacity + others)[: alternates + 1]),
         alternates,
+        (path, changed_at, bad, kinds, confirmations, tolerate),
     )
 
 
@@ -633,7 +638,7 @@ def pick_in_band(
     alternates: int,
     load: LoadView | None = None,
     size: int = 0,
-) -> list[int] | None:
+) -> list[int]:
     """Draw the mirror (capacity-weighted, held back by load), then list the alternates.
 
     With a warm load view, the band's factors are computed first. When none holds a member
@@ -642,11 +647,8 @@ def pick_in_band(
     here. When some but not all members are held back, ``weighted_pick`` keeps the file in
     the band without looking at the spill candidates, so their factors are not computed.
     When every member and every spill candidate is held back entirely (factor 0),
-    :func:`~mirrorhub.load.overflow_pick` sends the file where it still fits under 100 %;
-    but while a mirror ranked past them (in ``profile``, the ranking ``found`` was walked
-    in) is below its capacity, None is returned without drawing, and the caller, which has
-    the file's facts, goes on with :func:`pick_further`. Otherwise all factors go to
-    ``weighted_pick``. :func:`choose` does the same.
+    :func:`_held_back_pick` decides. Otherwise all factors go to ``weighted_pick``.
+    :func:`choose` does the same. ``profile`` is the ranking ``found`` was walked in.
     """
     first = -1
     if load is not None and load.warm:
@@ -654,18 +656,16 @@ def pick_in_band(
         if band_f.count(1.0) != len(band_f):
             if 1.0 in band_f:  # a member with room takes what the held-back ones shed
                 in_band, k = weighted_pick(found.member_caps, band_f, (), (), rng)
+                first = found.members[k] if in_band else found.others[k]
             else:
                 spill_f = load_factors(load, found.spill_names, size)
                 if any(band_f) or any(spill_f):
                     in_band, k = weighted_pick(
                         found.member_caps, band_f, found.spill_caps, spill_f, rng
                     )
-                elif load.below_capacity and _room_past(found, profile, load):
-                    return None  # the caller looks past the spill candidates
+                    first = found.members[k] if in_band else found.others[k]
                 else:
-                    names = found.member_names + found.spill_names
-                    in_band, k = overflow_pick(len(found.members), spare(load, names, size), rng)
-            first = found.members[k] if in_band else found.others[k]
+                    first = _held_back_pick(found, profile, load, size, rng)
     if first < 0:
         cumulative = found.cumulative
         n = bisect.bisect_right(cumulative, rng.random() * cumulative[-1])
@@ -679,88 +679,54 @@ def pick_in_band(
     return order[: alternates + 1]
 
 
-def pick_further(
-    found: FastBand,
-    profile: Profile,
-    path: str,
-    changed_at: float,
-    bad: Sequence[int] | None,
-    kinds: Sequence[int] | None,
-    confirmations: dict[int, float] | None,
-    tolerate: bool,
-    rng: random.Random,
-    alternates: int,
-    load: LoadView,
-    size: int,
-) -> list[int]:
-    """:func:`pick_in_band` where it returned None (band and spill candidates all held back
-    entirely, a mirror past them below capacity): when the file fits under 100 % on none
-    of the band and spill candidates, the nearest fresh mirrors past them with room for it
-    (:func:`~mirrorhub.load.further_weights`); else, or without such mirrors,
-    :func:`~mirrorhub.load.overflow_pick` among band and spill candidates as before.
-    ``tolerate`` is the pass ``found`` was walked in. Makes the choice :func:`choose` makes.
-    """
+def _held_back_pick(
+    found: FastBand, profile: Profile, load: LoadView, size: int, rng: random.Random
+) -> int:
+    """The position chosen when every band member and spill candidate is held back
+    entirely: where the file fits under 100 % on none of them, the nearest fresh mirrors
+    past them with room for it (:func:`~mirrorhub.load.further_weights`); else, or
+    without such mirrors, :func:`~mirrorhub.load.overflow_pick` among band and spill."""
     room = spare(load, found.member_names + found.spill_names, size)
-    first = -1
-    if max(room) <= 0.0:
-        facts = (path, changed_at, bad, kinds, confirmations, tolerate)
-        further, further_room = _further_positions(found, profile, *facts, load, size)
-        if further:
-            weights = further_weights(
-                [float(profile.capacities[i]) for i in further],
-                load_factors(load, [profile.mirror_names[i] for i in further], size),
-                further_room,
-            )
-            first = further[_draw(weights, rng.random() * sum(weights))]
-    if first < 0:
-        in_band, k = overflow_pick(len(found.members), room, rng)
-        first = found.members[k] if in_band else found.others[k]
-    head = found.head if found.head_alternates >= alternates else found.by_capacity + found.others
-    return [first, *(i for i in head if i != first)][: alternates + 1]
+    below = load.below_capacity
+    if below and len(found.others) >= SPILL_CANDIDATES:
+        # Where the mirrors below capacity stand in this ranking, kept per profile while
+        # the view's set stays the same: in a saturated fleet they are mostly mirrors no
+        # client gets (down, disabled), and a few comparisons tell.
+        memo = profile.room_memo
+        if memo.below is not below or memo.size != len(below):
+            _remember_room(memo, profile, below)
+        positions, last = memo.positions, found.others[SPILL_CANDIDATES - 1]
+        if positions and positions[-1] > last:
+            past = positions[bisect.bisect_right(positions, last) :]
+            further, further_room = _further_positions(found, profile, past, load, size)
+            if further and max(room) <= 0.0:
+                weights = further_weights(
+                    [float(profile.capacities[i]) for i in further],
+                    load_factors(load, [profile.mirror_names[i] for i in further], size),
+                    further_room,
+                )
+                return further[_draw(weights, rng.random() * sum(weights))]
+    in_band, k = overflow_pick(len(found.members), room, rng)
+    return found.members[k] if in_band else found.others[k]
 
 
-def _room_past(found: FastBand, profile: Profile, load: LoadView) -> bool:
-    """Whether a mirror ranked past the spill candidates is below its capacity. In a
-    saturated fleet the few below capacity are usually mirrors no client gets (down,
-    disabled): the answer is kept per profile while the view's set stays the same, so
-    such a fleet pays a few comparisons per request for it."""
-    if len(found.others) < SPILL_CANDIDATES:
-        return False  # the walk saw every fresh mirror: there are none past these
-    below, memo = load.below_capacity, profile.room_memo
-    if memo.below is not below or memo.size != len(below):
-        rank_of, slot_of = profile.rank_of, profile.slot_of
-        n = len(rank_of)
-        furthest = max([rank_of[s] for m in below if (s := slot_of.get(m, n)) < n], default=0)
-        memo.below, memo.size, memo.furthest = below, len(below), furthest - 1
-    return memo.furthest > found.others[SPILL_CANDIDATES - 1]
+def _remember_room(memo: RoomMemo, profile: Profile, below: set[str]) -> None:
+    rank_of, slot_of = profile.rank_of, profile.slot_of
+    n = len(rank_of)
+    memo.positions = tuple(
+        sorted(i for m in below if (s := slot_of.get(m, n)) < n and (i := rank_of[s] - 1) >= 0)
+    )
+    memo.below, memo.size = below, len(below)
 
 
 def _further_positions(
-    found: FastBand,
-    profile: Profile,
-    path: str,
-    changed_at: float,
-    bad: Sequence[int] | None,
-    kinds: Sequence[int] | None,
-    confirmations: dict[int, float] | None,
-    tolerate: bool,
-    load: LoadView,
-    size: int,
+    found: FastBand, profile: Profile, candidates: Sequence[int], load: LoadView, size: int
 ) -> tuple[list[int], list[float]]:
-    """:func:`_further` over the profile's tuples: positions past the spill candidates, and
-    the room each has left (as :func:`~mirrorhub.load.spare` gives it)."""
-    start = found.others[SPILL_CANDIDATES - 1] + 1
-    names, below = profile.mirror_names, load.below_capacity
-    candidates: Iterable[int]
-    if len(below) <= ROOM_LOOKUP:  # a nearly saturated fleet: look the few up
-        rank_of, slot_of = profile.rank_of, profile.slot_of
-        n = len(rank_of)
-        candidates = sorted(
-            i for m in below if (s := slot_of.get(m, n)) < n and (i := rank_of[s] - 1) >= start
-        )
-    else:
-        candidates = (i for i in range(start, len(names)) if names[i] in below)
-    capacities, mbps = load.capacities, load.mbps
+    """:func:`_further` over the profile's tuples: of ``candidates`` (positions of mirrors
+    below capacity, rank order), up to FURTHER_CANDIDATES where the file fits under 100 %
+    and which hold it by the walk's rules; and the room each has left, as
+    :func:`~mirrorhub.load.spare` gives it."""
+    names, capacities, mbps = profile.mirror_names, load.capacities, load.mbps
     extra = size * 8 / 1e6 / load.window
     further: list[int] = []
     room: list[float] = []
@@ -768,11 +734,7 @@ def _further_positions(
         name = names[i]
         capacity = capacities.get(name)
         used = mbps.get(name, 0.0) + extra
-        if (
-            capacity
-            and used < capacity
-            and _fresh(profile, i, path, changed_at, bad, kinds, confirmations, tolerate)
-        ):
+        if capacity and used < capacity and _fresh(found, profile, i):
             further.append(i)
             room.append(capacity - used)
             if len(further) == FURTHER_CANDIDATES:
@@ -780,17 +742,9 @@ def _further_positions(
     return further, room
 
 
-def _fresh(
-    profile: Profile,
-    i: int,
-    path: str,
-    changed_at: float,
-    bad: Sequence[int] | None,
-    kinds: Sequence[int] | None,
-    confirmations: dict[int, float] | None,
-    tolerate: bool,
-) -> bool:
+def _fresh(found: FastBand, profile: Profile, i: int) -> bool:
     """Whether the mirror at position ``i`` may serve the file: :func:`band_walk`'s test."""
+    path, changed_at, bad, kinds, confirmations, tolerate = found.walked
     scope = profile.scopes[i]
     if scope and not path.startswith(scope):
         return False

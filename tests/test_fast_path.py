@@ -21,7 +21,7 @@ from mirrorhub.domain import (
     Restrictions,
     Scheme,
 )
-from mirrorhub.index import IndexConfig, IndexSource, build_index, snapshot
+from mirrorhub.index import IndexConfig, IndexSource, build_index
 from mirrorhub.load import LoadView, make_view
 from mirrorhub.selection import Band
 
@@ -193,27 +193,23 @@ def loaded_world(
     return IndexSource(1, mirrors, files, diffs, missing, confirmations), config, load, places
 
 
-@pytest.mark.parametrize("room_lookup", [0, 1000])
 def test_fast_pick_equals_decide_when_looking_past_the_spill_candidates(
-    monkeypatch: pytest.MonkeyPatch, room_lookup: int
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """Seeded worlds where the hot path often has to look past the spill candidates (both
-    of its ways of finding them: ``room_lookup`` 0 walks the ranking, 1000 looks the
-    mirrors below capacity up): the same choice and order as the full decision, whose
-    full=True form chooses the same mirror too. Counts that the new path was taken, both
-    where it found a mirror further away and where it fell back to overflow_pick."""
-    monkeypatch.setattr(selection, "ROOM_LOOKUP", room_lookup)
+    """Seeded worlds where the hot path often has to look past the spill candidates: the
+    same choice and order as the full decision, whose full=True form chooses the same
+    mirror too. Counts that the new path was taken, both where it found a mirror further
+    away and where it fell back to overflow_pick among band and spill candidates."""
     outcomes: Counter[str] = Counter()
-    real = selection.pick_further
+    real = selection._held_back_pick
 
     def counted(found, profile, *args):  # type: ignore[no-untyped-def]
-        order = real(found, profile, *args)
+        first = real(found, profile, *args)
         near = {*found.members, *found.others[: selection.SPILL_CANDIDATES]}
-        outcomes["further" if order[0] not in near else "overflow"] += 1
-        return order
+        outcomes["further" if first not in near else "overflow"] += 1
+        return first
 
-    monkeypatch.setattr(selection, "pick_further", counted)
-    monkeypatch.setattr(snapshot, "pick_further", counted)
+    monkeypatch.setattr(selection, "_held_back_pick", counted)
     for seed in range(250):
         rng = random.Random(seed)
         source, config, load, places = loaded_world(rng)

@@ -499,6 +499,8 @@ def test_a_saturated_fleet_keeps_the_overflow_pick_among_band_and_spill() -> Non
     # Below 100 % before the file: the band, the spill candidates (room for smaller files),
     # and past them only mirrors this client may not use.
     assert full_near(index, **loads, us=1000.0).below_capacity == {*near, "it", "no"}
+    # The next sync's view has room in the US again: the same ranking sees it at once.
+    assert chosen(index, full_near(index, **loads), range(20)) == {"us": 20}
 
 
 def test_below_capacity_only_shrinks_within_a_view() -> None:

@@ -36,7 +36,6 @@ from mirrorhub.selection import (
     choose,
     fast_choose,
     make_slot,
-    pick_further,
     pick_in_band,
     rank_mirrors,
 )
@@ -328,15 +327,8 @@ class Index:
                 del self._bands[next(iter(self._bands))]  # oldest first
             self._bands[key] = found
         if found is not None:
-            size = self.sizes[pos]
-            order = pick_in_band(found, profile, rng, self.config.alternates, load, size)
-            if order is None:  # no room near the client: look past the spill candidates
-                assert load is not None
-                order = pick_further(
-                    found, profile, *self._facts(pos), False, rng, self.config.alternates,
-                    load, size,
-                )  # fmt: skip
-            return order, False
+            alternates, size = self.config.alternates, self.sizes[pos]
+            return pick_in_band(found, profile, rng, alternates, load, size), False
         if self.config.allow_outdated and self.tolerates(pos, now):
             return fast_choose(
                 profile,
