@@ -10,7 +10,6 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mirrorhub import selection
 from mirrorhub.domain import (
     Client,
     Health,
@@ -23,7 +22,7 @@ from mirrorhub.domain import (
 )
 from mirrorhub.index import IndexConfig, IndexSource, build_index
 from mirrorhub.load import LoadView, make_view
-from mirrorhub.selection import Band
+from mirrorhub.selection import Band, fast_path
 
 COUNTRIES = [
     ("DE", "EU", 52.5, 13.4),
@@ -201,15 +200,15 @@ def test_fast_pick_equals_decide_when_looking_past_the_spill_candidates(
     mirror too. Counts that the new path was taken, both where it found a mirror further
     away and where it fell back to overflow_pick among band and spill candidates."""
     outcomes: Counter[str] = Counter()
-    real = selection._held_back_pick
+    real = fast_path._held_back_pick
 
     def counted(found, profile, *args):  # type: ignore[no-untyped-def]
         first = real(found, profile, *args)
-        near = {*found.members, *found.others[: selection.SPILL_CANDIDATES]}
+        near = {*found.members, *found.others[: fast_path.SPILL_CANDIDATES]}
         outcomes["further" if first not in near else "overflow"] += 1
         return first
 
-    monkeypatch.setattr(selection, "_held_back_pick", counted)
+    monkeypatch.setattr(fast_path, "_held_back_pick", counted)
     for seed in range(250):
         rng = random.Random(seed)
         source, config, load, places = loaded_world(rng)

@@ -41,7 +41,7 @@ from mirrorhub.index import (
 )
 from mirrorhub.index.build import paused_gc
 from mirrorhub.index.source import Confirmation, MirrorPair
-from mirrorhub.selection import KIND_MISSING, KIND_OUTDATED
+from mirrorhub.selection.ranking import KIND_MISSING, KIND_OUTDATED
 
 from . import changelog, diff_reader
 from .models import MirrorRow, MirrorStateRow

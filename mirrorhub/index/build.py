@@ -19,7 +19,7 @@ from mirrorhub.index.source import (
     MirrorPair,
     group_diffs,
 )
-from mirrorhub.selection import KIND_MISSING, KIND_OUTDATED
+from mirrorhub.selection.ranking import KIND_MISSING, KIND_OUTDATED
 
 # (file id, "7,34,85"): see IndexBuilder.add_diff_lists
 DiffList = tuple[int, str]

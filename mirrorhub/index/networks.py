@@ -6,7 +6,7 @@ import ipaddress
 from collections.abc import Sequence
 
 from mirrorhub.domain import IPAddress
-from mirrorhub.selection import MirrorSlot
+from mirrorhub.selection.ranking import MirrorSlot
 
 
 class NetworkTable:

@@ -28,17 +28,9 @@ from mirrorhub.index.networks import NetworkTable
 from mirrorhub.index.source import FileTuple, IndexConfig, MirrorPair
 from mirrorhub.load import LoadView
 from mirrorhub.paths import name_matcher, parent_dirs, quote_path
-from mirrorhub.selection import (
-    FastBand,
-    FileFacts,
-    Profile,
-    band_walk,
-    choose,
-    fast_choose,
-    make_slot,
-    pick_in_band,
-    rank_mirrors,
-)
+from mirrorhub.selection.decision import choose
+from mirrorhub.selection.fast_path import FastBand, band_walk, fast_choose, pick_in_band
+from mirrorhub.selection.ranking import FileFacts, Profile, make_slot, rank_mirrors
 
 # Caches of what selection derives, bounded by memory (measured at 200 mirrors): a
 # ranking is ~84 KB (a miss costs ~1 ms), a band ~2.4 KB (a miss: one walk, ~10 us).

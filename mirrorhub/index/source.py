@@ -6,7 +6,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 from mirrorhub.domain import Mirror, MirrorState
-from mirrorhub.selection import KIND_MISSING, KIND_OUTDATED, Band
+from mirrorhub.selection.ranking import KIND_MISSING, KIND_OUTDATED, Band
 
 # (file id, path, size, mtime, sha256 hex or None, changed_at)
 FileTuple = tuple[int, str, int, int, str | None, float]

@@ -1,0 +1,315 @@
+"""The hot path's selection, from the profile's parallel tuples instead of objects.
+
+:func:`fast_choose` makes exactly the choice :func:`~mirrorhub.selection.decision.choose`
+makes with ``full=False`` (tests/test_fast_path.py holds them equal), in two parts:
+:func:`band_walk`, which depends only on the profile and the file (the index caches its
+:class:`FastBand` per pair), and :func:`pick_in_band`, the draw, held back by load.
+"""
+
+from __future__ import annotations
+
+import bisect
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from mirrorhub.load import (
+    LoadView,
+    _draw,
+    further_weights,
+    overflow_pick,
+    spare,
+    weighted_pick,
+)
+from mirrorhub.selection.ranking import (
+    FURTHER_CANDIDATES,
+    KIND_MISSING,
+    SPILL_CANDIDATES,
+    Band,
+    Profile,
+    RoomMemo,
+    within_band,
+)
+
+
+def fast_choose(
+    profile: Profile,
+    path: str,
+    changed_at: float,
+    bad: Sequence[int] | None,
+    kinds: Sequence[int] | None,
+    confirmations: dict[int, float] | None,
+    rng: random.Random,
+    band: Band,
+    alternates: int,
+    tolerate: bool,
+    load: LoadView | None = None,
+    size: int = 0,
+) -> tuple[list[int], bool] | None:
+    """The hot path's :func:`~mirrorhub.selection.decision.choose`: positions in ``profile.ranked``, chosen first, and
+    whether the pick came from the allow_outdated pass.
+
+    Makes exactly the choice ``choose(..., full=False)`` makes (a property test holds them
+    equal) without building objects: it walks the profile's parallel tuples.
+    """
+    args = (profile, path, changed_at, bad, kinds, confirmations, band, alternates)
+    found = band_walk(*args, False)
+    if found is not None:
+        return pick_in_band(found, profile, rng, alternates, load, size), False
+    if tolerate:
+        found = band_walk(*args, True)
+        if found is not None:
+            return pick_in_band(found, profile, rng, alternates, load, size), True
+    return None
+
+
+WalkedFacts = tuple[
+    str, float, Sequence[int] | None, Sequence[int] | None, dict[int, float] | None, bool
+]
+
+
+@dataclass(frozen=True, slots=True)
+class FastBand:
+    """The deterministic part of a pick: the band and the alternates after it.
+
+    It depends only on the profile and the file, so the index may cache it per pair.
+    """
+
+    members: tuple[int, ...]  # positions in profile.ranked, rank order
+    cumulative: tuple[float, ...]  # running capacity sums over members
+    by_capacity: tuple[int, ...]  # members, largest capacity first (stable)
+    others: tuple[int, ...]  # fresh candidates after the band (spill candidates first)
+    member_caps: tuple[float, ...] = ()
+    member_names: tuple[str, ...] = ()
+    spill_caps: tuple[float, ...] = ()
+    spill_names: tuple[str, ...] = ()
+    # by_capacity + others, cut to what an answer with ``head_alternates`` alternates can
+    # list after any chosen mirror (one more than that): the alternates are read from here.
+    head: tuple[int, ...] = ()
+    head_alternates: int = -1
+    # The file's facts the walk read and its pass (band_walk's arguments from ``path`` to
+    # ``confirmations``, then ``tolerate``): a pick that has to look past the spill
+    # candidates (:func:`_further_positions`) holds the mirrors there to the same rules.
+    walked: WalkedFacts = field(default=("", 0.0, None, None, None, False), compare=False)
+
+
+def band_walk(
+    profile: Profile,
+    path: str,
+    changed_at: float,
+    bad: Sequence[int] | None,
+    kinds: Sequence[int] | None,
+    confirmations: dict[int, float] | None,
+    band: Band,
+    alternates: int,
+    tolerate: bool,
+) -> FastBand | None:
+    idx, tiers, dists = profile.idx, profile.tiers, profile.distances
+    scopes, last_scans, caps = profile.scopes, profile.last_scans, profile.capacities
+    members: list[int] = []
+    others: list[int] = []
+    best_tier = -1
+    limit: float | None = None
+    closed = False
+    for i in range(len(idx)):
+        scope = scopes[i]
+        if scope and not path.startswith(scope):
+            continue
+        m = idx[i]
+        confirmed = confirmations.get(m) if confirmations else None
+        if confirmed is None or confirmed < changed_at:
+            if bad is not None and m in bad:
+                # The tolerant pass accepts an outdated copy, never a missing one.
+                if not tolerate or (kinds is not None and kinds[bad.index(m)] == KIND_MISSING):
+                    continue
+            elif last_scans[i] < changed_at and not tolerate:
+                continue
+        if best_tier < 0:
+            best_tier = tiers[i]
+            d = dists[i]
+            limit = None if d is None else band.limit(d)
+            members.append(i)
+            continue
+        if not closed and tiers[i] == best_tier and within_band(dists[i], limit):
+            members.append(i)
+            continue
+        closed = True
+        others.append(i)
+        if len(others) >= max(alternates, SPILL_CANDIDATES):
+            break
+    if not members:
+        return None
+    cumulative = []
+    acc = 0.0
+    for i in members:
+        acc += caps[i]
+        cumulative.append(acc)
+    by_capacity = sorted(members, key=lambda i: -caps[i])
+    spill = others[:SPILL_CANDIDATES]
+    names = profile.mirror_names
+    return FastBand(
+        tuple(members),
+        tuple(cumulative),
+        tuple(by_capacity),
+        tuple(others),
+        tuple(float(caps[i]) for i in members),
+        tuple(names[i] for i in members),
+        tuple(float(caps[i]) for i in spill),
+        tuple(names[i] for i in spill),
+        tuple((by_capacity + others)[: alternates + 1]),
+        alternates,
+        (path, changed_at, bad, kinds, confirmations, tolerate),
+    )
+
+
+def pick_in_band(
+    found: FastBand,
+    profile: Profile,
+    rng: random.Random,
+    alternates: int,
+    load: LoadView | None = None,
+    size: int = 0,
+) -> list[int]:
+    """Draw the mirror (capacity-weighted, held back by load), then list the alternates.
+
+    With a warm load view, the band's factors are computed first. When none holds a member
+    back, :func:`~mirrorhub.load.weighted_pick` would make the plain capacity-weighted draw
+    (one ``rng.random()``, the same point on the same running sums), so that draw is made
+    here. When some but not all members are held back, ``weighted_pick`` keeps the file in
+    the band without looking at the spill candidates, so their factors are not computed.
+    When every member and every spill candidate is held back entirely (factor 0),
+    :func:`_held_back_pick` decides. Otherwise all factors go to ``weighted_pick``.
+    ``choose`` does the same. ``profile`` is the ranking ``found`` was walked in.
+    """
+    first = -1
+    if load is not None and load.warm:
+        band_f = load_factors(load, found.member_names, size)
+        if band_f.count(1.0) != len(band_f):
+            if 1.0 in band_f:  # a member with room takes what the held-back ones shed
+                in_band, k = weighted_pick(found.member_caps, band_f, (), (), rng)
+                first = found.members[k] if in_band else found.others[k]
+            else:
+                spill_f = load_factors(load, found.spill_names, size)
+                if any(band_f) or any(spill_f):
+                    in_band, k = weighted_pick(
+                        found.member_caps, band_f, found.spill_caps, spill_f, rng
+                    )
+                    first = found.members[k] if in_band else found.others[k]
+                else:
+                    first = _held_back_pick(found, profile, load, size, rng)
+    if first < 0:
+        cumulative = found.cumulative
+        n = bisect.bisect_right(cumulative, rng.random() * cumulative[-1])
+        first = found.members[min(n, len(cumulative) - 1)]
+    order = [first]
+    # The alternates: band members by capacity, then the candidates after the band.
+    head = found.head if found.head_alternates >= alternates else found.by_capacity + found.others
+    for i in head:
+        if i != first:
+            order.append(i)
+    return order[: alternates + 1]
+
+
+def _held_back_pick(
+    found: FastBand, profile: Profile, load: LoadView, size: int, rng: random.Random
+) -> int:
+    """The position chosen when every band member and spill candidate is held back
+    entirely: where the file fits under 100 % on none of them, the nearest fresh mirrors
+    past them with room for it (:func:`~mirrorhub.load.further_weights`); else, or
+    without such mirrors, :func:`~mirrorhub.load.overflow_pick` among band and spill."""
+    room = spare(load, found.member_names + found.spill_names, size)
+    below = load.below_capacity
+    if below and len(found.others) >= SPILL_CANDIDATES:
+        # Where the mirrors below capacity stand in this ranking, kept per profile while
+        # the view's set stays the same: in a saturated fleet they are mostly mirrors no
+        # client gets (down, disabled), and a few comparisons tell.
+        memo = profile.room_memo
+        if memo.below is not below or memo.size != len(below):
+            _remember_room(memo, profile, below)
+        positions, last = memo.positions, found.others[SPILL_CANDIDATES - 1]
+        if positions and positions[-1] > last:
+            past = positions[bisect.bisect_right(positions, last) :]
+            further, further_room = _further_positions(found, profile, past, load, size)
+            if further and max(room) <= 0.0:
+                weights = further_weights(
+                    [float(profile.capacities[i]) for i in further],
+                    load_factors(load, [profile.mirror_names[i] for i in further], size),
+                    further_room,
+                )
+                return further[_draw(weights, rng.random() * sum(weights))]
+    in_band, k = overflow_pick(len(found.members), room, rng)
+    return found.members[k] if in_band else found.others[k]
+
+
+def _remember_room(memo: RoomMemo, profile: Profile, below: set[str]) -> None:
+    rank_of, slot_of = profile.rank_of, profile.slot_of
+    n = len(rank_of)
+    memo.positions = tuple(
+        sorted(i for m in below if (s := slot_of.get(m, n)) < n and (i := rank_of[s] - 1) >= 0)
+    )
+    memo.below, memo.size = below, len(below)
+
+
+def _further_positions(
+    found: FastBand, profile: Profile, candidates: Sequence[int], load: LoadView, size: int
+) -> tuple[list[int], list[float]]:
+    """``decision._further`` over the profile's tuples: of ``candidates`` (positions of mirrors
+    below capacity, rank order), up to FURTHER_CANDIDATES where the file fits under 100 %
+    and which hold it by the walk's rules; and the room each has left, as
+    :func:`~mirrorhub.load.spare` gives it."""
+    names, capacities, mbps = profile.mirror_names, load.capacities, load.mbps
+    extra = size * 8 / 1e6 / load.window
+    further: list[int] = []
+    room: list[float] = []
+    for i in candidates:
+        name = names[i]
+        capacity = capacities.get(name)
+        used = mbps.get(name, 0.0) + extra
+        if capacity and used < capacity and _fresh(found, profile, i):
+            further.append(i)
+            room.append(capacity - used)
+            if len(further) == FURTHER_CANDIDATES:
+                break
+    return further, room
+
+
+def _fresh(found: FastBand, profile: Profile, i: int) -> bool:
+    """Whether the mirror at position ``i`` may serve the file: :func:`band_walk`'s test."""
+    path, changed_at, bad, kinds, confirmations, tolerate = found.walked
+    scope = profile.scopes[i]
+    if scope and not path.startswith(scope):
+        return False
+    m = profile.idx[i]
+    confirmed = confirmations.get(m) if confirmations else None
+    if confirmed is None or confirmed < changed_at:
+        if bad is not None and m in bad:
+            return tolerate and not (kinds is not None and kinds[bad.index(m)] == KIND_MISSING)
+        if profile.last_scans[i] < changed_at and not tolerate:
+            return False
+    return True
+
+
+def load_factors(load: LoadView, names: Sequence[str], nbytes: int) -> list[float]:
+    """``[load.factor_for(name, nbytes) for name in names]``, the same arithmetic in one loop.
+
+    The hot path asks for up to 16 factors per redirect while mirrors are warm; one Python
+    call per name (plus :func:`~mirrorhub.load.load_factor` and ``min``) cost ~1 µs each.
+    tests/web/test_redirect.py holds this equal to ``LoadView.factor_for``.
+    """
+    capacities, mbps, factors = load.capacities, load.mbps, load.factors
+    soft, hard = load.soft, load.hard
+    extra = nbytes * 8 / 1e6 / load.window
+    out = []
+    for name in names:
+        f = factors.get(name, 1.0)
+        if f == 0.0:  # held back entirely: min(0.0, anything load_factor gives) is 0.0
+            out.append(f)
+            continue
+        capacity = capacities.get(name)
+        if capacity:
+            u = (mbps.get(name, 0.0) + extra) / capacity
+            held = 1.0 if u <= soft else 0.0 if u >= hard else (hard - u) / (hard - soft)
+            if held < f:  # min(f, held), which keeps f on a tie
+                f = held
+        out.append(f)
+    return out
