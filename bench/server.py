@@ -295,8 +295,10 @@ def _install_counters() -> None:
             setattr(where, name, _count(label, getattr(where, name)))
     index.Index.decide = _count("Index.decide (full decision)", index.Index.decide)
     index.Index.fast_pick = _count("Index.fast_pick", index.Index.fast_pick)
-    # pick_in_band calls it while the load view is warm, when a member is held back
-    selection.weighted_pick = _count("weighted_pick (load view warm)", selection.weighted_pick)
+    # pick_in_band calls it while the load view is warm, when a member is held back; it
+    # lives in mirrorhub/selection/fast_path.py since the split (mirrorhub/selection.py before)
+    picker = sys.modules.get("mirrorhub.selection.fast_path", selection)
+    picker.weighted_pick = _count("weighted_pick (load view warm)", picker.weighted_pick)  # type: ignore[attr-defined]
     redirect.Dispatcher._new_context = _count(  # type: ignore[method-assign]
         "Dispatcher._new_context (context cache miss)", redirect.Dispatcher._new_context
     )
