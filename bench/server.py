@@ -108,8 +108,10 @@ def bare_app(headers: list[list[str]], direct: bool = False) -> ASGIApp:
                     return
 
     if direct:
-        lines = b"".join(b"%s: %s\r\n" % (k, v) for k, v in raw)
-        app.fast_redirect = lambda scope: lines  # type: ignore[attr-defined]
+        from mirrorhub.web.wire import lines
+
+        ready = lines(raw)
+        app.fast_redirect = lambda scope: ready  # type: ignore[attr-defined]
     return app
 
 

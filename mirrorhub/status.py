@@ -125,7 +125,10 @@ class Histogram:
     after: Sequence[int]  # after[i] = files with changed_at >= times[i]; after[-1] = 0
 
     @classmethod
-    def of(cls, pairs: Iterable[tuple[float, int]]) -> Histogram:
+    def of(cls, pairs: Histogram | Iterable[tuple[float, int]]) -> Histogram:
+        """``pairs`` as a histogram (a histogram is returned as it is)."""
+        if isinstance(pairs, Histogram):
+            return pairs
         ordered = sorted(pairs)
         return cls.from_sorted(array("d", [t for t, _ in ordered]), [n for _, n in ordered])
 
@@ -221,7 +224,7 @@ def coverage(
     confirmations: Iterable[Confirmation] = (),
 ) -> Coverage:
     """See the module docstring; ``histogram`` is the one of ``m.scope``."""
-    hist = histogram if isinstance(histogram, Histogram) else Histogram.of(histogram)
+    hist = Histogram.of(histogram)
     in_scope = hist.total
     last = m.last_good_scan
     if last is None:
@@ -284,9 +287,7 @@ def build_status(
             continue
         histogram = prepared.get(m.scope)
         if histogram is None:
-            given = inputs.histograms.get(m.scope, ())
-            histogram = given if isinstance(given, Histogram) else Histogram.of(given)
-            prepared[m.scope] = histogram
+            histogram = prepared[m.scope] = Histogram.of(inputs.histograms.get(m.scope, ()))
         cov = coverage(m, histogram, inputs.differing.get(m.id, 0), by_mirror.get(m.id, ()))
         series, overall = availability(probes.get(m.id, {}), now)
         lat, lon = position(m)

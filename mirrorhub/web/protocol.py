@@ -18,6 +18,8 @@ from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+from mirrorhub.web import wire
+
 _STATUS_302 = b"HTTP/1.1 302 Found\r\n"
 _BODY_HEADERS = (b"content-length", b"transfer-encoding")
 
@@ -97,10 +99,7 @@ class RedirectProtocol(HttpToolsProtocol):
         global _defaults, _default_lines
         defaults = self.server_state.default_headers
         if defaults is not _defaults:
-            head = [_STATUS_302]
-            for name, value in defaults:
-                head += (name, b": ", value, b"\r\n")
-            _defaults, _default_lines = defaults, b"".join(head)
+            _defaults, _default_lines = defaults, _STATUS_302 + wire.lines(defaults)
         tail = b"\r\n" if keep_alive else b"connection: close\r\n\r\n"
         self.transport.write(b"".join((_default_lines, lines, tail)))
 
