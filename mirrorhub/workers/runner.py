@@ -23,6 +23,16 @@ log = logging.getLogger(__name__)
 LIGHT_SLOTS = 4  # probes, re-checks, origin jobs: never queued behind slow scans
 
 
+def poll_delay(tick: float, rng: random.Random) -> float:
+    """Seconds until the next claim: ``tick`` on average, anywhere in [tick/2, 3*tick/2].
+
+    Workers that poll on fixed ticks keep a fixed phase against each other, so the one whose
+    tick falls first after a job comes due wins nearly every claim and the others idle.
+    A random delay gives each worker a fair chance at every due job.
+    """
+    return tick * rng.uniform(0.5, 1.5)
+
+
 @dataclass(frozen=True, slots=True)
 class JobOutcome:
     ok: bool
@@ -97,7 +107,7 @@ class Runner:
                         await asyncio.wait_for(stop.wait(), 5 * self.tick)
                     continue
                 with contextlib.suppress(asyncio.TimeoutError):
-                    await asyncio.wait_for(stop.wait(), self.tick)
+                    await asyncio.wait_for(stop.wait(), poll_delay(self.tick, self.rng))
         finally:
             await self.shutdown()
 

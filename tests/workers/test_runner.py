@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import random
+from collections.abc import Callable
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from mirrorhub.workers import leases
-from mirrorhub.workers.runner import JobKind, JobOutcome, Runner
+from mirrorhub.workers.runner import JobKind, JobOutcome, Runner, poll_delay
 from mirrorhub.workers.schedule import Backoff, next_run
 
 Sessions = async_sessionmaker[AsyncSession]
@@ -182,3 +183,32 @@ async def test_a_runner_never_claims_jobs_it_has_no_handler_for(sessions: Sessio
     await runner.claim_and_start()
     assert list(runner.running) == ["probe"]
     await asyncio.gather(*runner.running.values())
+
+
+def _claims_won(
+    delays: list[Callable[[], float]], phases: list[float], due: list[float]
+) -> list[int]:
+    """Who claims each due job first when worker i polls at phases[i], then after delays[i]()."""
+    polls = []
+    for delay, t in zip(delays, phases, strict=True):
+        times = []
+        while t < due[-1] + 2:
+            times.append(t)
+            t += delay()
+        polls.append(times)
+    wins = [0] * len(delays)
+    for d in due:
+        firsts = [next(t for t in times if t >= d) for times in polls]
+        wins[firsts.index(min(firsts))] += 1
+    return wins
+
+
+def test_random_poll_delays_share_claims_between_workers_in_step() -> None:
+    rng = random.Random(7)
+    due = sorted(rng.uniform(0, 1000) for _ in range(400))
+    phases = [0.0, 0.02]  # two workers ticking almost in step
+    fixed = _claims_won([lambda: 1.0, lambda: 1.0], phases, due)
+    assert fixed[1] < 0.05 * len(due)  # the later tick wins almost nothing
+    jittered = _claims_won([lambda: poll_delay(1.0, rng)] * 2, phases, due)
+    assert min(jittered) > 0.35 * len(due), jittered
+    assert all(0.5 <= poll_delay(2.0, rng) / 2.0 <= 1.5 for _ in range(1000))
