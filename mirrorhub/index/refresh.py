@@ -13,6 +13,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Protocol
 
+from mirrorhub.heap import release_free_heap
 from mirrorhub.index.build import build_index
 from mirrorhub.index.delta import apply_delta
 from mirrorhub.index.snapshot import Index, NeedsRebuild
@@ -110,6 +111,7 @@ async def refresh_once(
             # all would stall every request for ~0.1 s now and then. Frozen objects are
             # still freed when no longer referenced (an older index), just never scanned.
             gc.freeze()
+            release_free_heap()  # the build's peak would otherwise stay resident
         holder.counts.last_seconds = time.perf_counter() - started
     except Exception as exc:  # any failure of the database must leave the index alone
         holder.last_error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__

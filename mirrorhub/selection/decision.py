@@ -93,8 +93,9 @@ def _choose(
     best_tier: Tier | None = None
     band_limit: float | None = None
     band_closed = False
-    spill_end = len(profile.ranked)  # position of the last spill candidate
-    for pos, r in enumerate(profile.ranked):
+    walked = profile.ranked  # made on each call: the same objects for identity tests below
+    spill_end = len(walked)  # position of the last spill candidate
+    for pos, r in enumerate(walked):
         confirmed = confirmations.get(r.slot.idx) if confirmations else None
         reason = file_reason(r.slot, facts, confirmed)
         if reason is not None and not (tolerate and reason in TOLERABLE):
@@ -140,7 +141,7 @@ def _choose(
             further: list[Ranked] = []
             if load.below_capacity and len(spill) == SPILL_CANDIDATES and max(room) <= 0.0:
                 # It fits nowhere near: rather a mirror further away than one over capacity.
-                further = _further(profile, spill_end + 1, facts, confirmations, tolerate, load)
+                further = _further(walked, spill_end + 1, facts, confirmations, tolerate, load)
             if further:
                 names = [r.slot.mirror.name for r in further]
                 weights = further_weights(
@@ -177,17 +178,17 @@ def _choose(
 
 
 def _further(
-    profile: Profile,
+    ranked: Sequence[Ranked],
     start: int,
     facts: FileFacts,
     confirmations: dict[int, float] | None,
     tolerate: bool,
     load: LoadView,
 ) -> list[Ranked]:
-    """Up to FURTHER_CANDIDATES mirrors from ``profile.ranked[start]`` on, nearest first,
+    """Up to FURTHER_CANDIDATES mirrors from ``ranked[start]`` on, nearest first,
     that hold the file (by the same rules as the band) and have room for it under 100 %."""
     found: list[Ranked] = []
-    for r in profile.ranked[start:]:
+    for r in ranked[start:]:
         confirmed = confirmations.get(r.slot.idx) if confirmations else None
         reason = file_reason(r.slot, facts, confirmed)
         if reason is not None and not (tolerate and reason in TOLERABLE):

@@ -87,18 +87,21 @@ class RoomMemo:
 class Profile:
     """What selection knows about a client before looking at a file.
 
-    Besides the ranking itself it keeps the ranked mirrors' facts as parallel tuples, so the
-    hot path (:mod:`mirrorhub.selection.fast_path`) walks plain values instead of objects.
+    It keeps the ranked mirrors' facts as parallel tuples, so the hot path
+    (:mod:`mirrorhub.selection.fast_path`) walks plain values instead of objects; the
+    :class:`Ranked` objects the full decision walks are made from them when asked for (a
+    cached profile would otherwise hold 200 of them: ~16 KB of its ~38 KB).
     """
 
-    ranked: tuple[Ranked, ...]  # best first
+    # By slot index; the index's own tuple, shared by its profiles.
+    slots: Sequence[MirrorSlot] | Mapping[int, MirrorSlot] = field(compare=False, repr=False)
     excluded: tuple[Exclusion, ...]
     idx: tuple[int, ...] = ()
     tiers: tuple[int, ...] = ()
     distances: tuple[float | None, ...] = ()
     scopes: tuple[tuple[str, ...], ...] = ()
     last_scans: tuple[float, ...] = ()
-    capacities: tuple[int, ...] = ()
+    capacities: tuple[float, ...] = ()  # Mbit/s; float objects shared with the bands
     bases: tuple[bytes, ...] = ()  # base URL for this request's scheme, ASCII
     names: tuple[bytes, ...] = ()
     geo_suffixes: tuple[bytes, ...] = ()  # b"; geo=de" for Link headers, or b""
@@ -112,28 +115,41 @@ class Profile:
     slot_of: Mapping[str, int] = field(default_factory=dict, compare=False)
     room_memo: RoomMemo = field(default_factory=lambda: RoomMemo(), compare=False, repr=False)
 
+    @property
+    def ranked(self) -> tuple[Ranked, ...]:
+        """The ranking, best first."""
+        slots = self.slots
+        return tuple(
+            Ranked(slots[i], Tier(t), d, b.decode("ascii"))
+            for i, t, d, b in zip(self.idx, self.tiers, self.distances, self.bases, strict=True)
+        )
+
 
 def make_profile(
     ranked: Sequence[Ranked],
     excluded: Sequence[Exclusion],
     slot_of: Mapping[str, int] | None = None,
+    slots: Sequence[MirrorSlot] | Mapping[int, MirrorSlot] | None = None,
 ) -> Profile:
-    """``slot_of`` maps every slot's mirror name to its index (the index shares one map
-    between its profiles); by default one is made from ``ranked``."""
+    """``slot_of`` maps every slot's mirror name to its index and ``slots`` holds the slots
+    by index (the index shares both between its profiles); by default they are made from
+    ``ranked``."""
+    if not isinstance(slots, Sequence) or any(s.idx != i for i, s in enumerate(slots)):
+        slots = {r.slot.idx: r.slot for r in ranked}
     rank_of = array("H", bytes(2 * (1 + max((r.slot.idx for r in ranked), default=-1))))
     for pos, r in enumerate(ranked):
         rank_of[r.slot.idx] = pos + 1
     if slot_of is None:
         slot_of = {r.slot.mirror.name: r.slot.idx for r in ranked}
     return Profile(
-        tuple(ranked),
+        slots,
         tuple(excluded),
         tuple(r.slot.idx for r in ranked),
         tuple(int(r.tier) for r in ranked),
         tuple(r.distance for r in ranked),
         tuple(r.slot.mirror.scope for r in ranked),
         tuple(r.slot.state.last_good_scan or 0.0 for r in ranked),
-        tuple(r.slot.mirror.capacity for r in ranked),
+        tuple(_capacity(r.slot.mirror.capacity) for r in ranked),
         tuple(_base_bytes(r.base) for r in ranked),
         tuple(_name_bytes(r.slot.mirror.name) for r in ranked),
         tuple(_geo_suffix(r.slot.mirror.country) for r in ranked),
@@ -144,9 +160,14 @@ def make_profile(
     )
 
 
-# The per-mirror byte strings of a ranking are the same in every ranking: made once and
-# shared, they are ~50 KB of each cached ranking's ~84 KB at 200 mirrors. Bounded, since
-# mirrors' URLs and names change over a process's life.
+# The per-mirror values of a ranking are the same in every ranking: made once and shared,
+# the byte strings alone were ~50 KB of each cached ranking's ~84 KB at 200 mirrors.
+# Bounded, since mirrors' URLs, names and capacities change over a process's life.
+@functools.lru_cache(maxsize=4096)
+def _capacity(mbps: int) -> float:
+    return float(mbps)  # float(x) of a float is x: each band's capacity tuples share these
+
+
 @functools.lru_cache(maxsize=4096)
 def _base_bytes(base: str) -> bytes:
     return base.encode("ascii")
@@ -284,7 +305,7 @@ def rank_mirrors(
         key = (int(tier), float("inf") if distance is None else distance, slot.idx)
         ranked.append((key, Ranked(slot, tier, distance, base)))
     ranked.sort(key=lambda item: item[0])
-    return make_profile([r for _, r in ranked], excluded, slot_of)
+    return make_profile([r for _, r in ranked], excluded, slot_of, slots)
 
 
 def file_reason(
