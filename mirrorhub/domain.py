@@ -14,6 +14,12 @@ from dataclasses import dataclass, field
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
+# ``OriginFile.changed_at`` of a version the origin scan has committed but not stamped yet
+# (see mirrorhub.workers.origin_scan): later than any clock reading, so no mirror scan or
+# re-check counts as having seen it, and finite (2**53, exact as a float) so it stays a
+# valid JSON number. Never a date: nothing may format it as one.
+CHANGE_PENDING = float(2**53)
+
 
 class Scheme(enum.StrEnum):
     HTTP = "http"
@@ -120,7 +126,9 @@ class OriginFile:
     size: int
     mtime: int
     sha256: str | None  # hex
-    changed_at: float  # when the origin scan saw this version first
+    # When the origin scan saw this version first, read after the version committed;
+    # CHANGE_PENDING in between.
+    changed_at: float
 
 
 @dataclass(frozen=True, slots=True)

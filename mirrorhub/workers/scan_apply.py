@@ -2,10 +2,12 @@
 
 A good scan replaces the mirror's difference set (``mirror_file_diffs``) whole, drops the
 targeted re-check confirmations it supersedes, and moves ``mirror_state.last_good_scan`` to the
-scan's **start** time. Using the start, not the end, is the safe choice: a file the origin
-changed while the scan ran has ``changed_at`` after the start, so the dispatcher treats it as
-stale on this mirror until the next scan (or a targeted re-check) sees the new version. The
-listing might have shown the old version, which the compare could not know.
+scan's **start** time, read before the scan reads ``origin_files``. Using the start, not the
+end, is the safe choice. A version the scan's read of ``origin_files`` did not see committed
+after that read began, and the origin scan stamps ``changed_at`` only after its commit (see
+:mod:`mirrorhub.workers.origin_scan`), so that ``changed_at`` is after the start: the
+dispatcher treats the file as stale on this mirror until the next scan (or a targeted
+re-check) sees the new version. The compare could not know whether the mirror holds it.
 
 A failed scan keeps the last good diffs and ``last_good_scan`` (the mirror keeps serving
 what it was known to hold; files changed since then are stale anyway), counts consecutive
