@@ -107,6 +107,10 @@ def test_two_workers_share_scans_and_survive_a_kill(pg_url: str, tmp_path: Path)
         job_lease_seconds=str(LEASE),
         heartbeat_seconds="1",
         probe_interval="1",
+        # Two scans per worker for four mirrors: a worker that polls first cannot take every
+        # scan that comes due at once, as the default of 4 lets it (then which worker gets
+        # work is the luck of the polls, and both getting some is only likely).
+        worker_concurrency="2",
         # Longer than the slow listing: a never-scanned mirror is probed at its base URL, and
         # a mirror the probes call down is not scanned (its scan would only time out).
         probe_timeout_seconds=str(SLOW_LISTING + 3),
