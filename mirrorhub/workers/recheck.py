@@ -5,6 +5,15 @@ stale on it. A HEAD per changed file (Content-Length and Last-Modified against t
 size and mtime) brings mirrors that already hold the new version back within seconds instead
 of at the next full scan. The work is bounded: at most ``recheck_max_files`` files per mirror
 per round, ``recheck_concurrency`` requests per mirror at once.
+
+A confirmation's ``checked_at`` is the clock reading taken **before** the query that loads the
+files' size and mtime, not after the HEAD requests. A confirmation counts for every version
+whose ``changed_at`` is not later than ``checked_at``, so it must not be later than any version
+it did not compare. The origin scan stamps a version only after committing it (see
+:mod:`mirrorhub.workers.origin_scan`): a version the query missed committed after the query
+began, hence after this clock reading, and its stamp is later still; the mirror stays stale
+for it. Read after the HEADs, the time could follow such a stamp and count the mirror fresh
+for a version it was never compared with. (As everywhere, workers' clocks must agree.)
 """
 
 from __future__ import annotations
@@ -62,9 +71,21 @@ def matches_origin(file: StaleFile, headers: httpx.Headers) -> bool:
 
 
 async def stale_files(
-    session: AsyncSession, mirror_id: int, since: float, scope: Sequence[str], limit: int
+    session: AsyncSession,
+    mirror_id: int,
+    since: float,
+    until: float,
+    scope: Sequence[str],
+    limit: int,
 ) -> list[StaleFile]:
-    """Files changed after the mirror's last good scan and not confirmed since, newest first."""
+    """Files changed after the mirror's last good scan and not confirmed since, newest first.
+
+    Only files stamped at or before ``until`` (the round's ``checked_at``): a confirmation at
+    ``until`` could not count for a later ``changed_at``. That leaves out rows at
+    CHANGE_PENDING, committed by the origin scan but not stamped yet: they would otherwise sort
+    first and crowd real work out of ``limit``, and the stamp follows within moments, after
+    which the next round picks them up.
+    """
     confirmed = exists().where(
         and_(
             MirrorFileConfirmationRow.mirror_id == mirror_id,
@@ -74,7 +95,7 @@ async def stale_files(
     )
     query = (
         select(OriginFileRow.id, OriginFileRow.path, OriginFileRow.size, OriginFileRow.mtime)
-        .where(OriginFileRow.changed_at > since, ~confirmed)
+        .where(OriginFileRow.changed_at > since, OriginFileRow.changed_at <= until, ~confirmed)
         .order_by(OriginFileRow.changed_at.desc())
         .limit(limit * 4)
     )
@@ -91,6 +112,8 @@ async def recheck_all(
     transport: httpx.AsyncBaseTransport | None = None,
 ) -> RecheckReport:
     """One round of targeted re-checks over every enabled, scanned mirror."""
+    # Before reading any file's facts, never after the HEADs: see the module docstring.
+    now = clock()
     async with sessions() as session:
         mirrors = (
             await session.execute(
@@ -107,7 +130,7 @@ async def recheck_all(
                 continue
             scope = mirror.scope.split()
             files = await stale_files(
-                session, mirror.id, last_scan, scope, settings.recheck_max_files
+                session, mirror.id, last_scan, now, scope, settings.recheck_max_files
             )
             files = [
                 f
@@ -127,7 +150,6 @@ async def recheck_all(
         results = await asyncio.gather(
             *(_check_mirror(client, base, files, settings) for _, base, files in work)
         )
-    now = clock()
     rows = [
         {"mirror_id": mirror_id, "file_id": f.id, "checked_at": now}
         for (mirror_id, _, _), confirmed in zip(work, results, strict=True)
