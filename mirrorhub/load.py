@@ -100,6 +100,7 @@ class LoadView:
         "hard",
         "mbps",
         "soft",
+        "stopped",
         "warm",
         "window",
     )
@@ -132,6 +133,10 @@ class LoadView:
         self.below_capacity = {
             m for m, c in self.capacities.items() if c and self.mbps.get(m, 0.0) < c
         }
+        # Mirrors held back entirely (factor 0), kept with ``factors``: in a saturated fleet
+        # selection tells from two set tests that a band takes nothing, instead of working
+        # out each member's factor.
+        self.stopped = {m for m, f in self.factors.items() if f == 0.0}
 
     def factor(self, mirror: str) -> float:
         return self.factors.get(mirror, 1.0)
@@ -163,6 +168,10 @@ class LoadView:
         f = load_factor(mbps / capacity, self.soft, self.hard)
         if f < 1.0:
             self.factors[mirror] = f
+            if f == 0.0:
+                self.stopped.add(mirror)
+            else:
+                self.stopped.discard(mirror)
 
 
 NO_LOAD = LoadView({}, {})
@@ -276,7 +285,7 @@ def overflow_pick(n_band: int, room: Sequence[float], rng: random.Random) -> tup
     fits = [r if r > 0.0 else 0.0 for r in room]
     total = sum(fits)
     point = rng.random() * total
-    k = _draw(fits, point) if total > 0.0 else max(range(len(room)), key=room.__getitem__)
+    k = _draw(fits, point) if total > 0.0 else room.index(max(room))  # the first largest
     return (True, k) if k < n_band else (False, k - n_band)
 
 

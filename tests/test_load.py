@@ -516,3 +516,23 @@ def test_further_weights_halve_per_step_else_follow_the_room() -> None:
     assert further_weights(caps, [1.0, 1.0, 0.5], room) == [1000.0, 500.0, 500.0]
     assert further_weights(caps, [0.0, 1.0, 0.0], room) == [0.0, 500.0, 0.0]
     assert further_weights(caps, [0.0, 0.0, 0.0], room) == room  # all held back: by room
+
+
+def test_the_stopped_set_follows_the_factors_through_every_add() -> None:
+    """``LoadView.stopped`` (held back entirely) is what selection tests a band against
+    instead of computing factors: it must always be the mirrors whose factor is 0."""
+    rng = random.Random(5)
+    for _ in range(200):
+        names = [f"m{i}" for i in range(6)]
+        capacities = {n: rng.choice([10, 100, 1000]) for n in names}  # > 0, as the schema
+        mbps = {n: rng.uniform(0, 1.3) * c for n, c in capacities.items()}
+        if rng.random() < 0.5:
+            view = make_view(mbps, {}, capacities)
+        else:  # factors that need not follow from the traffic (a view made by hand)
+            factors = {n: rng.choice([0.0, 0.0, 0.5]) for n in names if rng.random() < 0.5}
+            view = LoadView(factors, {n: v / 4 for n, v in mbps.items()}, capacities)
+        for _ in range(30):
+            assert view.stopped == {m for m, f in view.factors.items() if f == 0.0}
+            view.add(rng.choice(names), rng.choice([10**6, 10**8, 5 * 10**8]))
+        assert view.stopped == {m for m, f in view.factors.items() if f == 0.0}
+    assert view.stopped  # the seeded runs do reach mirrors held back entirely

@@ -182,7 +182,13 @@ def pick_in_band(
     ``choose`` does the same. ``profile`` is the ranking ``found`` was walked in.
     """
     first = -1
-    if load is not None and load.warm:
+    if load is None or not load.warm:
+        pass
+    elif load.stopped.issuperset(found.member_names) and load.stopped.issuperset(found.spill_names):
+        # load_factors would give 0 for each (a factor of 0 stays 0 whatever the file's
+        # size): the branch below that ends in _held_back_pick, without its loops.
+        first = _held_back_pick(found, profile, load, size, rng)
+    else:
         band_f = load_factors(load, found.member_names, size)
         if band_f.count(1.0) != len(band_f):
             if 1.0 in band_f:  # a member with room takes what the held-back ones shed
