@@ -532,6 +532,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--output", type=Path, default=RESULTS / "redirect.json")
     args = parser.parse_args(argv)
+    if args.bare_direct and args.no_bare_full:
+        parser.error("--bare-direct sends bare-full's answer: drop --no-bare-full")
     variants: list[tuple[str, dict[str, Any]]] = []
     for text in args.variant:
         name, sep, extra = text.partition("=")
