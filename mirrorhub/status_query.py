@@ -32,7 +32,7 @@ from mirrorhub.db.models import (
     OriginFileRow,
     ProbeResultRow,
 )
-from mirrorhub.heap import release_free_heap
+from mirrorhub.heap import release_free_heap_later
 from mirrorhub.status import (
     HOUR,
     WINDOW_HOURS,
@@ -348,7 +348,7 @@ class StatusSource:
             if origin != self._origin or not scopes <= self._histograms.keys():
                 self._histograms = await load_histograms(session, scopes)
                 self._origin = origin
-                release_free_heap()  # the rows read for them: ~100 MB at 1,000,000 files
+                release_free_heap_later(0.0)  # the rows read: ~100 MB at 1,000,000 files
             self._confirmations = await load_confirmations(session)
             keys = {m.id: (m.last_good_scan, m.scope, origin) for m in enabled}
             todo = [m for m in enabled if self._differing.get(m.id, (None, 0))[0] != keys[m.id]]

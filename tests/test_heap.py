@@ -33,3 +33,27 @@ def test_freed_heap_goes_back_to_the_os() -> None:
     assert asked == "True"
     assert int(before) > 150
     assert int(before) - int(after) > 100, (before, after)
+
+
+def test_the_loop_hands_the_call_to_a_thread() -> None:
+    import asyncio
+    import threading
+
+    from mirrorhub import heap
+
+    seen: list[str] = []
+    real = heap.release_free_heap
+
+    def spy() -> bool:
+        seen.append(threading.current_thread().name)
+        return real()
+
+    async def run() -> bool:
+        heap.release_free_heap = spy  # type: ignore[assignment]
+        try:
+            return await heap.release_free_heap_soon(0.01)
+        finally:
+            heap.release_free_heap = real  # type: ignore[assignment]
+
+    assert asyncio.run(run()) is True
+    assert seen and seen[0] != threading.main_thread().name

@@ -411,3 +411,24 @@ def test_traffic_share_follows_capacity(capacities: list[int], seed: int) -> Non
     total = sum(capacities)
     for i, cap in enumerate(capacities):
         assert abs(counts[i] / draws - cap / total) < 0.03
+
+
+def test_ranked_objects_are_made_on_demand_and_kept_only_for_recent_profiles() -> None:
+    """A cached profile holds no Ranked objects until the full decision asks; then they are
+    kept for the RANKED_KEPT profiles asked most recently, equal to what ranking made."""
+    from mirrorhub.selection import ranking
+
+    slots = slots_of(*[mirror(i, latitude=40.0 + i, longitude=10.0) for i in range(6)])
+    client = Client(ipaddress.ip_address("192.0.2.10"), BERLIN)
+    first = rank_mirrors(slots, client, Options(), frozenset())
+    ranked = first.ranked
+    assert [(r.slot, r.base) for r in ranked] == [
+        (slots[i], slots[i].mirror.http_url) for i in first.idx
+    ]
+    assert [r.distance for r in ranked] == list(first.distances)
+    assert first.ranked is ranked  # kept: one set of objects while it is recent
+    for _ in range(ranking.RANKED_KEPT):
+        assert rank_mirrors(slots, client, Options(), frozenset()).ranked
+    assert len(ranking._ranked_kept) == ranking.RANKED_KEPT
+    again = first.ranked
+    assert again is not ranked and again == ranked  # let go, then made again alike

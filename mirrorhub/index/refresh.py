@@ -13,7 +13,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Protocol
 
-from mirrorhub.heap import release_free_heap
+from mirrorhub.heap import release_free_heap_later
 from mirrorhub.index.build import build_index
 from mirrorhub.index.delta import apply_delta
 from mirrorhub.index.snapshot import Index, NeedsRebuild
@@ -22,6 +22,7 @@ from mirrorhub.index.source import IndexConfig, IndexDelta, IndexSource
 VERSION_CHECK_TIMEOUT = 5.0  # seconds the index-version query may take before "database down"
 # Past this many changed files one full build is cheaper than writing them one by one.
 MAX_DELTA_FILES = 200_000
+TRIM_DELAY = 2.0  # seconds after a full build before freed heap goes back to the OS
 log = logging.getLogger(__name__)
 
 
@@ -105,13 +106,16 @@ async def refresh_once(
             return False
         started = time.perf_counter()
         if not await _apply_changes(holder, loader, current, version, clock):
+            del current  # nothing here may keep the old index alive from now on
             holder.current = await loader.build(config, clock)
             holder.counts.full_builds += 1
             # The index is millions of long-lived objects: a full collection walking them
             # all would stall every request for ~0.1 s now and then. Frozen objects are
             # still freed when no longer referenced (an older index), just never scanned.
             gc.freeze()
-            release_free_heap()  # the build's peak would otherwise stay resident
+            # The build's peak (and the old index, once the dispatcher's caches let go of
+            # it at the next requests) would otherwise stay resident.
+            release_free_heap_later(TRIM_DELAY)
         holder.counts.last_seconds = time.perf_counter() - started
     except Exception as exc:  # any failure of the database must leave the index alone
         holder.last_error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import functools
 from array import array
+from collections import OrderedDict
 from collections.abc import Container, Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -117,12 +118,29 @@ class Profile:
 
     @property
     def ranked(self) -> tuple[Ranked, ...]:
-        """The ranking, best first."""
-        slots = self.slots
-        return tuple(
-            Ranked(slots[i], Tier(t), d, b.decode("ascii"))
+        """The ranking, best first: made when first asked for, and kept for the
+        ``RANKED_KEPT`` profiles asked most recently."""
+        kept = _ranked_kept.get(id(self))
+        if kept is not None:
+            _ranked_kept.move_to_end(id(self))
+            return kept[1]
+        slots, tiers = self.slots, _TIERS
+        ranked = tuple(
+            Ranked(slots[i], tiers[t], d, b.decode("ascii"))
             for i, t, d, b in zip(self.idx, self.tiers, self.distances, self.bases, strict=True)
         )
+        _ranked_kept[id(self)] = (self, ranked)  # holding the profile keeps its id unique
+        if len(_ranked_kept) > RANKED_KEPT:
+            _ranked_kept.popitem(last=False)
+        return ranked
+
+
+# The full decision (views, Metalink, files no mirror is fresh for) walks Ranked objects;
+# the hot path never does. Kept for the profiles that last needed them (~16 KB each at 200
+# mirrors) instead of in every cached profile. Only the event loop's thread uses it.
+RANKED_KEPT = 256
+_ranked_kept: OrderedDict[int, tuple[Profile, tuple[Ranked, ...]]] = OrderedDict()
+_TIERS = tuple(Tier)  # by value: Tier(t) is a slow call
 
 
 def make_profile(
