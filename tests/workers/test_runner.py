@@ -212,3 +212,24 @@ def test_random_poll_delays_share_claims_between_workers_in_step() -> None:
     jittered = _claims_won([lambda: poll_delay(1.0, rng)] * 2, phases, due)
     assert min(jittered) > 0.35 * len(due), jittered
     assert all(0.5 <= poll_delay(2.0, rng) / 2.0 <= 1.5 for _ in range(1000))
+
+
+async def test_the_runner_waits_a_random_delay_between_claims(sessions: Sessions) -> None:
+    class Counting(random.Random):
+        draws = 0
+
+        def uniform(self, a: float, b: float) -> float:
+            self.draws += 1
+            return super().uniform(a, b)
+
+    async def none() -> list[str]:
+        return []
+
+    rng = Counting(1)
+    runner = Runner(sessions, [], none, owner="w1", tick=0.01, rng=rng)
+    stop = asyncio.Event()
+    task = asyncio.create_task(runner.run(stop))
+    await asyncio.sleep(0.3)
+    stop.set()
+    await asyncio.wait_for(task, 5)
+    assert rng.draws >= 5  # one draw per wait (about 30 waits of 5-15 ms)
