@@ -28,18 +28,38 @@ for the file until a later scan or a targeted re-check sees the new version. A s
 the batch compared against the new version, whatever its clock says. (Workers on different
 machines must keep their clocks in step, as for every comparison of these times.)
 
-A stamp only replaces ``CHANGE_PENDING`` or raises a time, never lowers one: should two scans
-(a worker's and ``mirrorhub scan-origin``) touch a row at once, the last writer's own stamp,
-read after its own commit, wins. A scan that dies between the two steps leaves rows at
-``CHANGE_PENDING`` (safe: served from the origin); the next scan looks for such rows first
-and stamps them, even when it has nothing else to write.
+Scans may overlap (a worker's and ``mirrorhub scan-origin``, which takes no lease), so a
+stamp is conditional on what its own scan wrote: a row is stamped only while it still holds
+the size, mtime and sha256 this scan committed (or, for the repair below, found pending).
+Otherwise another scan wrote a different version after this scan's commit, perhaps after
+this scan read its clock; a mirror scan that started after that reading and compared the
+earlier version would count as fresh for the later one. That version stays pending
+until its own writer stamps it (or the next scan repairs it). When another scan wrote the
+same facts, stamping its row is harmless: a mirror compared against the same version either
+way. A matching row is moved from ``CHANGE_PENDING``, or from an earlier time to this one
+("raise"), never to an earlier time. Raising only ever makes mirrors stale for longer, never
+fresh, and it makes the last writer of a version win with its own reading, which is valid
+for what it wrote. One case the facts cannot tell apart: a stamp held up while other scans
+took the row to another version and back to the very same size, mtime and sha256 could date
+the returned version with its earlier reading, so a mirror scan that compared the middle
+version in between would count as fresh. That lasts until the scan that wrote the version
+back stamps it (raising the time to its own later reading) or, should that scan die, until
+the mirror's next scan compares the version. It takes three writes of one row by
+overlapping scans within one stamp's delay, and a revert to identical facts; a token per
+write in ``changed_at`` would close it, at the price of many distinct pending values.
 
-Every stamp transaction, and every delete, also bumps ``index_version`` with the files it
-touched: if a scan dies half-way, the stamped part is already announced, and the next scan
-announces what it stamps for the dead one. Rows still at ``CHANGE_PENDING`` are not
-announced yet; a dispatcher that reads them anyway (a full rebuild) treats the file as just
-changed (the origin serves it, or a stale copy inside an ``allow_outdated`` window) until the
-stamp is announced.
+A scan that dies between the two steps leaves rows at ``CHANGE_PENDING`` (safe: served from
+the origin). The next scan first reads the pending rows with their facts, only then reads
+its clock (so after their commits), and stamps them on the same condition, even when it has
+nothing else to write.
+
+Every write transaction, every stamp transaction and every delete bumps ``index_version``
+with the files it touched. The write announces its rows while still pending: should the
+stamp never run (crash, Ctrl-C, lost connection), dispatchers still drop the old version of
+a changed file and learn of a new one, treating it as just changed (every mirror stale, the
+origin serves it, or a stale copy inside an ``allow_outdated`` window), instead of keeping
+the old picture until the next origin scan. The stamp announces the files again, so
+dispatchers take the new time.
 """
 
 from __future__ import annotations
@@ -55,7 +75,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, NamedTuple, cast
+from typing import Any, Literal, NamedTuple, TypeVar, cast
 
 from sqlalchemy import Table, bindparam, delete, insert, or_, select, update
 from sqlalchemy.exc import SQLAlchemyError
@@ -80,6 +100,7 @@ _HASH_TASKS_IN_FLIGHT = 32  # results only (no file data): cheap to hold
 _WALK_REPORT_EVERY = 1000
 
 DbEntry = tuple[int, int, int]  # (id, size, mtime)
+_T = TypeVar("_T")
 
 
 # --- results and progress ---------------------------------------------------------------
@@ -345,14 +366,17 @@ async def _load_rows(sessions: async_sessionmaker[AsyncSession]) -> dict[str, Db
     return rows
 
 
-async def _pending_rows(sessions: async_sessionmaker[AsyncSession]) -> list[int]:
-    """Ids of rows at CHANGE_PENDING: one scan of the table, with no index on ``changed_at``
-    (about 70 ms at 1,000,000 rows, against seconds for :func:`_load_rows`; an index would
-    cost on every write instead)."""
+async def _pending_rows(sessions: async_sessionmaker[AsyncSession]) -> list[Written]:
+    """Rows at CHANGE_PENDING with their facts: one scan of the table, with no index on
+    ``changed_at`` (about 70 ms at 1,000,000 rows, against seconds for :func:`_load_rows`; an
+    index would cost on every write instead). The caller reads its clock after this read, so
+    after the commits of the rows it found."""
     c = ORIGIN_FILES.c
     async with sessions() as session:
-        found = await session.scalars(select(c.id).where(c.changed_at >= CHANGE_PENDING))
-        return list(found)
+        found = await session.execute(
+            select(c.id, c.size, c.mtime, c.sha256).where(c.changed_at >= CHANGE_PENDING)
+        )
+        return [Written(*row) for row in found]
 
 
 async def _walk_and_diff(root: str, db: dict[str, DbEntry], report: ProgressCallback) -> OriginDiff:
@@ -435,29 +459,57 @@ _UPDATE = (
 )
 
 
+class Written(NamedTuple):
+    """A row as a scan wrote it at CHANGE_PENDING: what its stamp is conditional on."""
+
+    id: int
+    size: int
+    mtime: int
+    sha256: str | None
+
+
+def _row_id(row: Written) -> int:
+    return row.id
+
+
+_c = ORIGIN_FILES.c
+_STAMP = (
+    update(ORIGIN_FILES)
+    .where(
+        _c.id == bindparam("s_id"),
+        _c.size == bindparam("s_size"),
+        _c.mtime == bindparam("s_mtime"),
+        _c.sha256.is_not_distinct_from(bindparam("s_sha256")),
+        or_(_c.changed_at >= CHANGE_PENDING, _c.changed_at < bindparam("s_now")),
+    )
+    .values(changed_at=bindparam("s_now"))
+)
+
+
 async def stamp_changes(
     sessions: async_sessionmaker[AsyncSession],
-    ids: Sequence[int],
+    written: Sequence[Written],
     clock: Callable[[], float],
     batch_size: int = ROW_BATCH,
 ) -> None:
     """Step 2 of the module docstring: give rows written at CHANGE_PENDING their time.
 
-    Every row in ``ids`` must have committed before this call: the clock is read here, so
-    the stamp is later than the commit. A row is only moved from CHANGE_PENDING or to a later
-    time, never to an earlier one (see the module docstring); each transaction announces its
-    files to the dispatchers.
+    Every row in ``written`` must have committed with those facts before this call: the
+    clock is read here, so the stamp is later than the commit. A row is stamped only while it
+    still holds those facts (size, mtime, sha256), and only from CHANGE_PENDING or to a later
+    time, never an earlier one (see the module docstring for why that is safe); each
+    transaction announces its files to the dispatchers.
     """
     now = clock()
-    c = ORIGIN_FILES.c
-    for part in _batched(ids, batch_size):
+    ordered = sorted(written, key=_row_id)  # one lock order for every scan's transactions
+    for part in _batched(ordered, batch_size):
+        params: list[dict[str, Any]] = [
+            {"s_id": w.id, "s_size": w.size, "s_mtime": w.mtime, "s_sha256": w.sha256, "s_now": now}
+            for w in part
+        ]
         async with sessions() as session, session.begin():
-            await session.execute(
-                update(ORIGIN_FILES)
-                .where(c.id.in_(part), or_(c.changed_at >= CHANGE_PENDING, c.changed_at < now))
-                .values(changed_at=now)
-            )
-            await bump_version(session, files=part)
+            await session.execute(_STAMP, params)
+            await bump_version(session, files=[w.id for w in part])
 
 
 class _Writer:
@@ -502,8 +554,9 @@ class _Writer:
         """Write the batch at CHANGE_PENDING, commit, then stamp it (see the module docstring)."""
         if not self.pending:
             return
+        written = [Written(i, h.size, h.mtime, h.sha256) for i, h in self._updates]
+        written.sort(key=_row_id)  # by id: one lock order for all scans
         async with self._sessions() as session, session.begin():
-            touched: list[int] = [i for i, _ in self._updates]
             if self._inserts:
                 rows: list[dict[str, Any]] = [
                     {
@@ -515,22 +568,30 @@ class _Writer:
                     }
                     for p, h in self._inserts
                 ]
+                c = ORIGIN_FILES.c
                 inserted = await session.execute(
-                    insert(ORIGIN_FILES).returning(ORIGIN_FILES.c.id), rows
+                    insert(ORIGIN_FILES).returning(c.id, c.size, c.mtime, c.sha256), rows
                 )
-                touched.extend(inserted.scalars())
-            if self._updates:
+                new_rows = [Written(*row) for row in inserted]
+            else:
+                new_rows = []
+            if written:
                 params: list[dict[str, Any]] = [
-                    {"b_id": i, "b_size": h.size, "b_mtime": h.mtime, "b_sha256": h.sha256}
-                    for i, h in self._updates
+                    {"b_id": w.id, "b_size": w.size, "b_mtime": w.mtime, "b_sha256": w.sha256}
+                    for w in written
                 ]
                 await session.execute(_UPDATE, params)
+            written += new_rows
+            # Announced now, pending: should the stamp never run, dispatchers still learn of
+            # the rows (stale on every mirror, served by the origin) instead of keeping the old
+            # version, or no file, until the next origin scan.
+            await bump_version(session, files=[w.id for w in written])
         self.new += len(self._inserts)
         self.changed += len(self._updates)
         self._inserts, self._updates = [], []
-        await stamp_changes(self._sessions, touched, self._clock, self._batch_size)
+        await stamp_changes(self._sessions, written, self._clock, self._batch_size)
 
 
-def _batched(items: Sequence[int], size: int) -> Iterator[Sequence[int]]:
+def _batched(items: Sequence[_T], size: int) -> Iterator[Sequence[_T]]:
     for start in range(0, len(items), size):
         yield items[start : start + size]

@@ -178,19 +178,21 @@ async def test_the_change_log_names_what_each_writer_changed(
     clock, _ = await scanned_origin(sessions, tmp_path)
     ids = await file_ids(sessions)
     async with sessions() as s:
+        # The origin scan's one batch: version 1 writes the files (pending), 2 stamps them.
         assert await changelog.changed_files(s, 0, 1) == frozenset(ids.values())
-    de = await mirror(sessions, "de", "DE", "52.5", "13.4")  # version 2: mirrors only
+        assert await changelog.changed_files(s, 1, 2) == frozenset(ids.values())
+    de = await mirror(sessions, "de", "DE", "52.5", "13.4")  # version 3: mirrors only
     await scan(
         sessions, de, clock.now, {ids["pub/1.0/a.iso"]: "missing", ids["other/x.bin"]: "size"}
     )
     await scan(sessions, de, clock.now + 1, {ids["pub/1.0/a.iso"]: "missing"})
     async with sessions() as s:
-        assert await changelog.changed_files(s, 1, 2) == frozenset()
+        assert await changelog.changed_files(s, 2, 3) == frozenset()
         both = frozenset({ids["pub/1.0/a.iso"], ids["other/x.bin"]})
-        assert await changelog.changed_files(s, 2, 3) == both
+        assert await changelog.changed_files(s, 3, 4) == both
         # only what changed: a.iso is missing there as before
-        assert await changelog.changed_files(s, 3, 4) == frozenset({ids["other/x.bin"]})
-        assert await changelog.changed_files(s, 0, 5) is None  # no entry for version 5
+        assert await changelog.changed_files(s, 4, 5) == frozenset({ids["other/x.bin"]})
+        assert await changelog.changed_files(s, 0, 6) is None  # no entry for version 6
 
 
 def test_packed_ids_round_trip() -> None:

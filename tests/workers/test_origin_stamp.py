@@ -31,11 +31,11 @@ from mirrorhub.db.index_load import DatabaseLoader
 from mirrorhub.db.models import MirrorStateRow, OriginFileRow
 from mirrorhub.domain import CHANGE_PENDING, Client, Options, Reason
 from mirrorhub.errors import ScanFailed
-from mirrorhub.index import Index, IndexConfig
+from mirrorhub.index import Index, IndexConfig, IndexHolder, empty_index, refresh_once
 from mirrorhub.settings import Settings
 from mirrorhub.workers import mirror_scan, origin_scan
 from mirrorhub.workers.mirror_scan import ScanReport, scan_mirror
-from mirrorhub.workers.origin_scan import scan_origin, stamp_changes
+from mirrorhub.workers.origin_scan import Written, scan_origin, stamp_changes
 from mirrorhub.workers.scan_apply import ScanRecord, apply_scan
 from mirrorhub.workers.seen import SeenFile
 from tests.servers import make_tree
@@ -85,9 +85,9 @@ async def add_mirror(sessions: Sessions) -> int:
     return record.mirror.id
 
 
-async def decide(sessions: Sessions, path: str) -> tuple[str | None, list[tuple[str, Reason]]]:
-    """What a dispatcher answers for ``path``: (the mirror chosen, why the others are not)."""
-    index: Index = await DatabaseLoader(sessions).build(CONFIG, lambda: 0.0)
+def decided(index: Index, path: str) -> tuple[str | None, list[tuple[str, Reason]]]:
+    """What a dispatcher with ``index`` answers for ``path``: (the mirror chosen, why the
+    others are not)."""
     pos = index.lookup(path)
     assert pos is not None, path
     decision = index.decide(pos, CLIENT, Options(), random.Random(1), full=True)
@@ -95,6 +95,11 @@ async def decide(sessions: Sessions, path: str) -> tuple[str | None, list[tuple[
     chosen = decision.chosen.mirror.name if decision.chosen else None
     assert (fast is None) == (chosen is None)  # the hot path agrees
     return chosen, [(e.mirror.name, e.reason) for e in decision.excluded]
+
+
+async def decide(sessions: Sessions, path: str) -> tuple[str | None, list[tuple[str, Reason]]]:
+    """What a dispatcher answers for ``path`` from an index built now."""
+    return decided(await DatabaseLoader(sessions).build(CONFIG, lambda: 0.0), path)
 
 
 async def changed_at(sessions: Sessions, path: str) -> float:
@@ -182,7 +187,7 @@ async def test_rows_left_pending_by_a_dead_scan_are_stamped_by_the_next(
         await scan_origin(sessions, origin, clock=clock)
     monkeypatch.undo()
     assert await changed_at(sessions, NEW) == CHANGE_PENDING
-    assert await index_version(sessions) == version  # written, not announced
+    assert await index_version(sessions) == version + 1  # announced while pending
 
     # A mirror scanned meanwhile, whatever it saw, is not fresh for a pending file.
     await apply_scan(sessions, ScanRecord(mirror_id, "rsync", clock(), 1.0, True), [])
@@ -205,24 +210,147 @@ async def test_rows_left_pending_by_a_dead_scan_are_stamped_by_the_next(
     assert await index_version(sessions) == version + 1
 
 
-async def test_a_stamp_replaces_pending_or_raises_never_lowers(sessions: Sessions) -> None:
-    rows = {"pending": CHANGE_PENDING, "older": 50.0, "newer": 500.0}
+async def test_a_stamp_dates_only_the_facts_its_scan_wrote(sessions: Sessions) -> None:
+    """Rows this scan wrote with (size 1, mtime 1, no sha256): pending ones are stamped, an
+    older time is raised, a newer one kept. Rows holding other facts, written by another scan
+    since, are left alone, pending or not."""
+    rows = {
+        "pending": (1, CHANGE_PENDING),
+        "older": (1, 50.0),
+        "newer": (1, 500.0),
+        "other-pending": (2, CHANGE_PENDING),
+        "other-older": (2, 50.0),
+    }
     async with sessions() as s, s.begin():
         await s.execute(
             insert(OriginFileRow),
-            [{"path": p, "size": 1, "mtime": 1, "changed_at": t} for p, t in rows.items()],
+            [{"path": p, "size": n, "mtime": n, "changed_at": t} for p, (n, t) in rows.items()],
         )
-        ids = list((await s.execute(select(OriginFileRow.id))).scalars())
+        found = await s.execute(select(OriginFileRow.path, OriginFileRow.id))
+        ids: dict[str, int] = {path: row_id for path, row_id in found}
     version = await index_version(sessions)
-    await stamp_changes(sessions, ids, lambda: 100.0, batch_size=2)
+    written = [Written(i, 1, 1, None) for i in ids.values()]
+    await stamp_changes(sessions, written, lambda: 100.0, batch_size=2)
     assert {p: await changed_at(sessions, p) for p in rows} == {
         "pending": 100.0,
         "older": 100.0,
         "newer": 500.0,
+        "other-pending": CHANGE_PENDING,
+        "other-older": 50.0,
     }
-    assert await index_version(sessions) == version + 2  # one bump per batch
+    assert await index_version(sessions) == version + 3  # one bump per batch
+    # The sha256 counts too, NULL included.
+    await stamp_changes(sessions, [Written(ids["other-pending"], 2, 2, "ab" * 32)], lambda: 200.0)
+    assert await changed_at(sessions, "other-pending") == CHANGE_PENDING
+    await stamp_changes(sessions, [Written(ids["other-pending"], 2, 2, None)], lambda: 200.0)
+    assert await changed_at(sessions, "other-pending") == 200.0
+
+
+async def test_a_batch_committed_without_its_stamp_is_announced(
+    sessions: Sessions, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The write itself bumps index_version: should the stamp never run (crash, Ctrl-C, lost
+    connection), dispatchers following the change log still drop the old version of a
+    changed file and learn of a new one, both served by the origin, not only after the next
+    origin scan."""
+    clock = Ticks()
+    origin = make_tree(tmp_path / "origin", {OLD: (3000, T0)})
+    await scan_origin(sessions, origin, clock=clock)
+    mirror_id = await add_mirror(sessions)
+    await apply_scan(sessions, ScanRecord(mirror_id, "rsync", clock(), 1.0, True), [])
+    holder = IndexHolder(empty_index(CONFIG))
+    loader = DatabaseLoader(sessions)
+    assert await refresh_once(holder, loader, CONFIG, lambda: 0.0)
+    assert decided(holder.current, OLD) == ("m", [])
+
+    async def dies(*_: Any) -> None:
+        raise OperationalError("UPDATE origin_files", {}, Exception("connection lost"))
+
+    make_tree(origin, {OLD: (3100, T0 + 60), NEW: (2000, T0)})
+    monkeypatch.setattr(origin_scan, "stamp_changes", dies)
+    with pytest.raises(ScanFailed, match="connection lost"):
+        await scan_origin(sessions, origin, clock=clock)
+    assert await changed_at(sessions, OLD) == await changed_at(sessions, NEW) == CHANGE_PENDING
+
+    assert await refresh_once(holder, loader, CONFIG, lambda: 0.0)
+    assert (holder.counts.full_builds, holder.counts.deltas) == (1, 1)  # from the change log
+    index = holder.current
+    for path, size in ((OLD, 3100), (NEW, 2000)):
+        pos = index.lookup(path)
+        assert pos is not None, path
+        assert index.decide(pos, CLIENT, Options(), random.Random(1), full=True).file.size == size
+        assert decided(index, path) == (None, [("m", Reason.STALE)])
 
 
 def test_pending_is_later_than_any_clock_and_exact() -> None:
     assert CHANGE_PENDING > 4_102_444_800  # 2100-01-01
     assert CHANGE_PENDING == 2**53 and float(int(CHANGE_PENDING)) == CHANGE_PENDING
+
+
+@pytest.mark.parametrize("stamper", ["batch", "repair"])
+async def test_a_stamp_never_dates_another_scans_newer_version(
+    sessions: Sessions, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, stamper: str
+) -> None:
+    """Two origin scans overlap (a worker's and ``mirrorhub scan-origin``, which takes no
+    lease). Scan A has committed b.iso v1 at CHANGE_PENDING and read its clock (``batch``:
+    the stamp of its own batch; ``repair``: the stamp of v1 left pending by a dead scan) but
+    not stamped yet. Meanwhile a mirror scan compares v1 (the mirror holds it), and scan B
+    writes v2, commits, and dies before its stamp. A's stamp, read before B's commit, must
+    not date v2: the mirror never compared v2."""
+    clock = Ticks()
+    origin = make_tree(tmp_path / "origin", {OLD: (3000, T0)})
+    await scan_origin(sessions, origin, clock=clock)
+    await add_mirror(sessions)
+    make_tree(origin, {NEW: (2000, T0)})  # v1
+
+    async def dies(*_: Any) -> None:
+        raise OperationalError("UPDATE origin_files", {}, Exception("connection lost"))
+
+    if stamper == "repair":  # a scan wrote v1 and died before its stamp
+        monkeypatch.setattr(origin_scan, "stamp_changes", dies)
+        with pytest.raises(ScanFailed):
+            await scan_origin(sessions, origin, clock=clock)
+        monkeypatch.undo()
+        assert await changed_at(sessions, NEW) == CHANGE_PENDING
+
+    async def listing(*_: Any) -> tuple[list[SeenFile], int]:  # the mirror holds v1
+        return [SeenFile(OLD, 3000, 3000, T0), SeenFile(NEW, 2000, 2000, T0)], 2
+
+    monkeypatch.setattr(mirror_scan, "list_mirror", listing)
+    real_stamp = origin_scan.stamp_changes
+    calls: list[int] = []
+
+    async def meanwhile() -> None:
+        report = await scan_mirror(sessions, Settings(), "m", clock=clock)
+        assert report.ok and (report.matching, report.missing) == (2, 0)  # compared v1
+        make_tree(origin, {NEW: (2500, T0 + 60)})  # v2
+        with pytest.raises(ScanFailed, match="connection lost"):
+            await scan_origin(sessions, origin, clock=clock)  # B
+
+    async def stamp(*args: Any) -> None:
+        calls.append(len(calls))
+        if len(calls) == 1:  # A: reads its clock, then the others run, then it stamps
+            stamp_sessions, rows, stamp_clock, *rest = args
+            now = stamp_clock()
+            await meanwhile()
+            await real_stamp(stamp_sessions, rows, lambda: now, *rest)
+        elif len(calls) == 2:  # B stamps v1, which it finds pending, at its start
+            await real_stamp(*args)
+        else:  # B dies between writing v2 and stamping it
+            await dies()
+
+    monkeypatch.setattr(origin_scan, "stamp_changes", stamp)
+    await scan_origin(sessions, origin, clock=clock)  # A
+    assert len(calls) == 3
+
+    # v2 is pending (no mirror compared it): the origin serves it, until the next scan
+    # stamps it with a time read after B's commit.
+    async with sessions() as s:
+        size = await s.scalar(select(OriginFileRow.size).where(OriginFileRow.path == NEW))
+    assert size == 2500
+    assert await decide(sessions, NEW) == (None, [("m", Reason.STALE)])
+    assert await changed_at(sessions, NEW) == CHANGE_PENDING
+    monkeypatch.undo()
+    await scan_origin(sessions, origin, clock=clock)
+    assert await changed_at(sessions, NEW) < CHANGE_PENDING
+    assert await decide(sessions, NEW) == (None, [("m", Reason.STALE)])
