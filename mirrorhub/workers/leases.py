@@ -11,6 +11,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from sqlalchemy import ColumnElement, delete, insert, or_, select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from mirrorhub.db.models import JobRow
@@ -100,6 +101,47 @@ async def claim_due(
                 if row is not None:
                     claimed.append(_info(row))
     return claimed
+
+
+async def claim(
+    sessions: Sessions, key: str, owner: str, now: float, lease_seconds: float
+) -> JobInfo | None:
+    """Take the lease on ``key`` for ``owner`` now, due or not (``mirrorhub scan-origin``).
+
+    The same conditional UPDATE as :func:`claim_due` without the ``next_run`` condition: an
+    unexpired lease held by anyone (``owner`` included) is never taken, so None means
+    someone holds it. A missing row is created first (due at once, as :func:`sync_jobs`
+    would create it), so a process that runs a job before any worker has synced still
+    keeps workers from running it at the same time.
+    """
+    try:
+        async with sessions.begin() as session:
+            if await session.get(JobRow, key) is None:
+                await session.execute(
+                    insert(JobRow).values(
+                        key=key, next_run=0.0, lease_owner="", lease_until=0.0, failures=0,
+                        last_error="",
+                    )
+                )  # fmt: skip
+    except IntegrityError:  # another process created it meanwhile: claim below as usual
+        pass
+    async with sessions() as session:
+        result = await session.execute(
+            update(JobRow)
+            .where(JobRow.key == key, JobRow.lease_until < now)
+            .values(lease_owner=owner, lease_until=now + lease_seconds, last_started=now)
+        )
+        await session.commit()
+        if result.rowcount != 1:  # type: ignore[attr-defined]
+            return None
+        row = await session.get(JobRow, key, populate_existing=True)
+        return _info(row) if row is not None else None
+
+
+async def get_job(sessions: Sessions, key: str) -> JobInfo | None:
+    async with sessions() as session:
+        row = await session.get(JobRow, key)
+        return _info(row) if row is not None else None
 
 
 async def renew(sessions: Sessions, key: str, owner: str, until: float) -> bool:

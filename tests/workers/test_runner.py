@@ -127,6 +127,40 @@ async def test_an_expired_lease_is_taken_over(sessions: Sessions) -> None:
     assert not await leases.renew(sessions, "probe", "dead-worker", 2000)
 
 
+async def test_claim_takes_a_lease_due_or_not_and_creates_a_missing_row(
+    sessions: Sessions,
+) -> None:
+    """``leases.claim`` (``mirrorhub scan-origin``): same lease rules, no schedule, no sync."""
+    assert await leases.get_job(sessions, "origin-scan") is None
+    first, second = await asyncio.gather(
+        leases.claim(sessions, "origin-scan", "cli-1", 1000, 30),
+        leases.claim(sessions, "origin-scan", "cli-2", 1000, 30),
+    )
+    got = [j for j in (first, second) if j is not None]
+    assert [(j.lease_owner, j.lease_until, j.last_started) for j in got] in (
+        [("cli-1", 1030, 1000)],
+        [("cli-2", 1030, 1000)],
+    )
+    holder = got[0].lease_owner
+    # Held: neither a worker, nor another claim, nor the holder itself takes it again.
+    assert await leases.claim_due(sessions, "w1", 1010, 30, 5) == []
+    assert await leases.claim(sessions, "origin-scan", "w1", 1010, 30) is None
+    assert await leases.claim(sessions, "origin-scan", holder, 1010, 30) is None
+    await leases.finish(
+        sessions, "origin-scan", holder, 1020, ok=True, error="", next_run=1600, failures=0
+    )
+    # Not due for a worker now, but claim ignores next_run; a lease run out is taken over.
+    assert await leases.claim_due(sessions, "w1", 1021, 30, 5) == []
+    taken = await leases.claim(sessions, "origin-scan", "w1", 1021, 30)
+    assert taken is not None and (taken.lease_owner, taken.next_run) == ("w1", 1600)
+    again = await leases.claim(sessions, "origin-scan", "cli-3", 1052, 30)
+    assert again is not None and again.lease_owner == "cli-3"
+    # A worker's sync keeps the row it finds.
+    await leases.sync_jobs(sessions, ["origin-scan"], ["origin-scan"])
+    info = await leases.get_job(sessions, "origin-scan")
+    assert info is not None and (info.lease_owner, info.last_finished) == ("cli-3", 1020)
+
+
 async def test_workers_only_claim_jobs_they_can_run(sessions: Sessions) -> None:
     await leases.sync_jobs(
         sessions, ["origin-scan", "scan:1", "probe"], ["origin-scan", "scan:", "probe"]
