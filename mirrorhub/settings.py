@@ -60,6 +60,11 @@ class Settings:
     distance_band_factor: float = 1.5
     distance_band_km: float = 500.0
     link_alternates: int = 4
+    # Per-dispatcher caches of what selection derives (memory against CPU; see
+    # docs/configuration.md): client rankings (one per coarse client location and options)
+    # and bands (one per ranking and file).
+    ranking_cache_size: int = 16384
+    band_cache_size: int = 65536
     index_refresh_seconds: float = 2.0
     allow_private_mirrors: bool = False
     # Mirror scans: consecutive failed scans before a mirror is excluded (one hiccup does not
@@ -296,6 +301,8 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "distance_band_factor": _band_factor,
     "distance_band_km": _nonneg_float,
     "link_alternates": _nonneg_int,
+    "ranking_cache_size": _positive_int,
+    "band_cache_size": _positive_int,
     "index_refresh_seconds": _positive_float,
     "allow_private_mirrors": _bool,
     "scan_failures_before_exclusion": _positive_int,

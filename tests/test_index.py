@@ -155,3 +155,17 @@ def test_allow_outdated_serves_an_old_copy_only_inside_the_window() -> None:
     assert (
         missing.decide(0, CLIENT, Options(), random.Random(1), full=True, now=2100.0).chosen is None
     )
+
+
+def test_the_ranking_and_band_caches_keep_their_configured_bounds() -> None:
+    config = IndexConfig(min_redirect_size=100, ranking_cache=2, band_cache=3)
+    index = build_index(source(), config)
+    places = [Location("DE", "EU", 50.0 + i, 10.0) for i in range(5)]
+    profiles = [index.profile(Client(CLIENT.address, loc), Options()) for loc in places]
+    assert len(index._profiles) == 2  # the two asked last
+    assert index.profile(Client(CLIENT.address, places[-1]), Options()) is profiles[-1]
+    assert index.profile(Client(CLIENT.address, places[0]), Options()) is not profiles[0]
+    for profile in profiles:
+        for pos in range(len(index)):
+            index.fast_pick(pos, profile, random.Random(1), 0.0)
+    assert len(index._bands) == 3

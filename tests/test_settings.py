@@ -39,6 +39,8 @@ def test_environment_beats_file_beats_default(tmp_path: Path) -> None:
         ({"MIRRORHUB_ALLOW_PRIVATE_MIRRORS": "maybe"}, "MIRRORHUB_ALLOW_PRIVATE_MIRRORS"),
         ({"MIRRORHUB_DISTANCE_BAND_FACTOR": "0.5"}, "MIRRORHUB_DISTANCE_BAND_FACTOR"),
         ({"MIRRORHUB_PROT": "80"}, "MIRRORHUB_PROT"),
+        ({"MIRRORHUB_RANKING_CACHE_SIZE": "0"}, "MIRRORHUB_RANKING_CACHE_SIZE"),
+        ({"MIRRORHUB_BAND_CACHE_SIZE": "many"}, "MIRRORHUB_BAND_CACHE_SIZE"),
     ],
 )
 def test_a_wrong_value_names_the_setting(env: dict[str, str], name: str) -> None:

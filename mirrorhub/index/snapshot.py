@@ -32,12 +32,11 @@ from mirrorhub.selection.decision import choose
 from mirrorhub.selection.fast_path import FastBand, band_walk, fast_choose, pick_in_band
 from mirrorhub.selection.ranking import FileFacts, Profile, make_slot, rank_mirrors
 
-# Caches of what selection derives, bounded by memory (measured at 200 mirrors): a
-# ranking is ~84 KB (a miss costs ~1 ms), a band ~2.4 KB (a miss: one walk, ~10 us).
-PROFILE_CACHE_SIZE = 16384
+# Caches of what selection derives; rankings and bands are bounded by the config (settings
+# ranking_cache_size, band_cache_size): a ranking is ~23 KB at 200 mirrors (a miss costs
+# ~1 ms), a band ~1.7 KB (a miss: one walk, ~10 us).
 _ORIGIN_REASONS = (None, OriginReason.TOO_SMALL, OriginReason.ORIGIN_ONLY)
 RENDER_CACHE_SIZE = 65536
-BAND_CACHE_SIZE = 65536  # ~160 MB when full
 _MISS: Any = object()
 _NO_SHA = "0" * 64
 
@@ -272,7 +271,7 @@ class Index:
         key = (members, loc, options, effective)
         profile = self._profiles.get(key)
         if profile is None:
-            if len(self._profiles) >= PROFILE_CACHE_SIZE:
+            if len(self._profiles) >= self.config.ranking_cache:
                 del self._profiles[next(iter(self._profiles))]  # oldest first
             coarse = Client(client.address, loc)
             profile = rank_mirrors(self.slots, coarse, options, members, effective, self._slot_of)
@@ -315,7 +314,7 @@ class Index:
             found = band_walk(
                 profile, *self._facts(pos), self.config.band, self.config.alternates, False
             )
-            if len(self._bands) >= BAND_CACHE_SIZE:
+            if len(self._bands) >= self.config.band_cache:
                 del self._bands[next(iter(self._bands))]  # oldest first
             self._bands[key] = found
         if found is not None:

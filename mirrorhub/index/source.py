@@ -26,6 +26,8 @@ class IndexConfig:
     # (path prefix, seconds), longest prefix first: how long after an origin change a mirror
     # with the previous version may still serve when no mirror has the new one yet.
     allow_outdated: tuple[tuple[str, float], ...] = ()
+    ranking_cache: int = 16384  # cached client rankings (~23 KB each at 200 mirrors)
+    band_cache: int = 65536  # cached bands, one per (ranking, file) (~1.7 KB each)
 
 
 @dataclass(frozen=True)

@@ -57,6 +57,8 @@ def index_config(settings: Settings) -> IndexConfig:
         min_redirect_size=settings.min_redirect_size,
         origin_only_patterns=settings.origin_only_patterns,
         allow_outdated=settings.allow_outdated,
+        ranking_cache=settings.ranking_cache_size,
+        band_cache=settings.band_cache_size,
     )
 
 
