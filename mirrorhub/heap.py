@@ -12,10 +12,7 @@ from __future__ import annotations
 import asyncio
 import ctypes
 import functools
-import logging
 from collections.abc import Callable
-
-log = logging.getLogger(__name__)
 
 
 @functools.cache

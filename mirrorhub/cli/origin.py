@@ -144,7 +144,7 @@ async def _run(
     kind = next(k for k in Jobs(sessions, settings).kinds() if k.prefix == JOB_KEY)
     try:
         job = await _take_lease(sessions, owner, lease, args.wait, clock, sleep)
-        heartbeat = asyncio.create_task(_heartbeat(sessions, owner, lease, clock))
+        heartbeat = asyncio.create_task(leases.keep_lease(sessions, JOB_KEY, owner, lease, clock))
         try:
             result = await scan_origin(
                 sessions,
@@ -236,26 +236,6 @@ async def _stop(task: asyncio.Task[None]) -> None:
     task.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await task
-
-
-async def _heartbeat(
-    sessions: leases.Sessions, owner: str, lease_seconds: float, clock: Callable[[], float]
-) -> None:
-    """Renew the lease every third of its length, as the runner does, until cancelled."""
-    while True:
-        await asyncio.sleep(lease_seconds / 3)
-        try:
-            held = await leases.renew(sessions, JOB_KEY, owner, clock() + lease_seconds)
-        except Exception as exc:  # database away: keep trying, or the lease lapses for good
-            print(f"mirrorhub: cannot renew the origin-scan lease: {exc}", file=sys.stderr)
-            continue
-        if not held:
-            print(
-                "mirrorhub: lost the origin-scan lease (it ran out); another scan may run "
-                "alongside this one",
-                file=sys.stderr,
-            )
-            return
 
 
 def summary(result: OriginScanResult) -> str:

@@ -183,7 +183,7 @@ def pick_in_band(
     """
     first = -1
     if load is None or not load.warm:
-        pass
+        pass  # the plain capacity-weighted draw below
     elif load.stopped.issuperset(found.member_names) and load.stopped.issuperset(found.spill_names):
         # load_factors would give 0 for each (a factor of 0 stays 0 whatever the file's
         # size): the branch below that ends in _held_back_pick, without its loops.

@@ -7,7 +7,9 @@ once, and a worker that dies simply lets its lease run out.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import asyncio
+import logging
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 from sqlalchemy import ColumnElement, delete, insert, or_, select, update
@@ -17,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from mirrorhub.db.models import JobRow
 
 Sessions = async_sessionmaker[AsyncSession]
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,14 +46,13 @@ async def sync_jobs(sessions: Sessions, keys: Iterable[str], prefixes: Iterable[
             await session.execute(delete(JobRow).where(JobRow.key.in_(gone)))
         new = wanted - existing
         if new:
-            await session.execute(
-                insert(JobRow),
-                [
-                    {"key": k, "next_run": 0.0, "lease_owner": "", "lease_until": 0.0,
-                     "failures": 0, "last_error": ""}
-                    for k in sorted(new)
-                ],
-            )  # fmt: skip
+            await session.execute(insert(JobRow), [_new_row(k) for k in sorted(new)])
+
+
+def _new_row(key: str) -> dict[str, object]:
+    """A job row as it starts: due at once, no lease, no failures."""
+    return {"key": key, "next_run": 0.0, "lease_owner": "", "lease_until": 0.0, "failures": 0,
+            "last_error": ""}  # fmt: skip
 
 
 def _handled(kinds: Sequence[str]) -> ColumnElement[bool]:
@@ -90,17 +92,32 @@ async def claim_due(
         for key in due:
             if len(claimed) >= limit:
                 break
-            result = await session.execute(
-                update(JobRow)
-                .where(JobRow.key == key, JobRow.next_run <= now, JobRow.lease_until < now)
-                .values(lease_owner=owner, lease_until=now + lease_seconds, last_started=now)
-            )
-            await session.commit()
-            if result.rowcount == 1:  # type: ignore[attr-defined]
-                row = await session.get(JobRow, key, populate_existing=True)
-                if row is not None:
-                    claimed.append(_info(row))
+            job = await _take(session, key, owner, now, lease_seconds, JobRow.next_run <= now)
+            if job is not None:
+                claimed.append(job)
     return claimed
+
+
+async def _take(
+    session: AsyncSession,
+    key: str,
+    owner: str,
+    now: float,
+    lease_seconds: float,
+    *conditions: ColumnElement[bool],
+) -> JobInfo | None:
+    """The claim itself: one conditional UPDATE, committed; None when another process holds
+    an unexpired lease (or ``conditions`` do not hold)."""
+    result = await session.execute(
+        update(JobRow)
+        .where(JobRow.key == key, JobRow.lease_until < now, *conditions)
+        .values(lease_owner=owner, lease_until=now + lease_seconds, last_started=now)
+    )
+    await session.commit()
+    if result.rowcount != 1:  # type: ignore[attr-defined]
+        return None
+    row = await session.get(JobRow, key, populate_existing=True)
+    return _info(row) if row is not None else None
 
 
 async def claim(
@@ -117,25 +134,11 @@ async def claim(
     try:
         async with sessions.begin() as session:
             if await session.get(JobRow, key) is None:
-                await session.execute(
-                    insert(JobRow).values(
-                        key=key, next_run=0.0, lease_owner="", lease_until=0.0, failures=0,
-                        last_error="",
-                    )
-                )  # fmt: skip
+                await session.execute(insert(JobRow).values(**_new_row(key)))
     except IntegrityError:  # another process created it meanwhile: claim below as usual
         pass
     async with sessions() as session:
-        result = await session.execute(
-            update(JobRow)
-            .where(JobRow.key == key, JobRow.lease_until < now)
-            .values(lease_owner=owner, lease_until=now + lease_seconds, last_started=now)
-        )
-        await session.commit()
-        if result.rowcount != 1:  # type: ignore[attr-defined]
-            return None
-        row = await session.get(JobRow, key, populate_existing=True)
-        return _info(row) if row is not None else None
+        return await _take(session, key, owner, now, lease_seconds)
 
 
 async def get_job(sessions: Sessions, key: str) -> JobInfo | None:
@@ -153,6 +156,23 @@ async def renew(sessions: Sessions, key: str, owner: str, until: float) -> bool:
             .values(lease_until=until)
         )
         return bool(result.rowcount == 1)  # type: ignore[attr-defined]
+
+
+async def keep_lease(
+    sessions: Sessions, key: str, owner: str, lease_seconds: float, clock: Callable[[], float]
+) -> None:
+    """Renew ``owner``'s lease on ``key`` every third of its length until cancelled, or until
+    it turns out lost (it ran out and another process may have taken the job)."""
+    while True:
+        await asyncio.sleep(lease_seconds / 3)
+        try:
+            held = await renew(sessions, key, owner, clock() + lease_seconds)
+        except Exception as exc:  # database away: keep trying, or the lease lapses for good
+            log.warning("cannot renew the lease on %s: %s", key, exc)
+            continue
+        if not held:
+            log.warning("lost the lease on %s: another process may run it alongside", key)
+            return
 
 
 async def finish(

@@ -28,8 +28,9 @@ for the file until a later scan or a targeted re-check sees the new version. A s
 the batch compared against the new version, whatever its clock says. (Workers on different
 machines must keep their clocks in step, as for every comparison of these times.)
 
-Scans may overlap (a worker's and ``mirrorhub scan-origin``, which takes no lease), so a
-stamp is conditional on what its own scan wrote: a row is stamped only while it still holds
+Scans rarely overlap (workers and ``mirrorhub scan-origin`` share the ``origin-scan``
+lease), but a lease can run out under a scan that is still going, so a stamp is conditional
+on what its own scan wrote: a row is stamped only while it still holds
 the size, mtime and sha256 this scan committed (or, for the repair below, found pending).
 Otherwise another scan wrote a different version after this scan's commit, perhaps after
 this scan read its clock; a mirror scan that started after that reading and compared the
@@ -371,10 +372,9 @@ async def _pending_rows(sessions: async_sessionmaker[AsyncSession]) -> list[Writ
     ``changed_at`` (about 70 ms at 1,000,000 rows, against seconds for :func:`_load_rows`; an
     index would cost on every write instead). The caller reads its clock after this read, so
     after the commits of the rows it found."""
-    c = ORIGIN_FILES.c
     async with sessions() as session:
         found = await session.execute(
-            select(c.id, c.size, c.mtime, c.sha256).where(c.changed_at >= CHANGE_PENDING)
+            select(_c.id, _c.size, _c.mtime, _c.sha256).where(_c.changed_at >= CHANGE_PENDING)
         )
         return [Written(*row) for row in found]
 
@@ -568,9 +568,8 @@ class _Writer:
                     }
                     for p, h in self._inserts
                 ]
-                c = ORIGIN_FILES.c
                 inserted = await session.execute(
-                    insert(ORIGIN_FILES).returning(c.id, c.size, c.mtime, c.sha256), rows
+                    insert(ORIGIN_FILES).returning(_c.id, _c.size, _c.mtime, _c.sha256), rows
                 )
                 new_rows = [Written(*row) for row in inserted]
             else:

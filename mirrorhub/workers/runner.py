@@ -134,7 +134,9 @@ class Runner:
 
     async def _run_one(self, job: leases.JobInfo) -> None:
         kind = self.kind_of(job.key)
-        heartbeat = asyncio.create_task(self._heartbeat(job.key))
+        heartbeat = asyncio.create_task(
+            leases.keep_lease(self.sessions, job.key, self.owner, self.lease_seconds, self.clock)
+        )
         outcome: JobOutcome
         try:
             if kind is None:
@@ -171,20 +173,6 @@ class Runner:
         for key in outcome.run_soon:
             await leases.run_soon(self.sessions, key, now)
         self.completed += 1
-
-    async def _heartbeat(self, key: str) -> None:
-        while True:
-            await asyncio.sleep(self.lease_seconds / 3)
-            try:
-                held = await leases.renew(
-                    self.sessions, key, self.owner, self.clock() + self.lease_seconds
-                )
-            except Exception as exc:  # database away: keep trying, or the lease lapses for good
-                log.warning("cannot renew the lease on %s: %s", key, exc)
-                continue
-            if not held:
-                log.warning("lost the lease on %s", key)
-                return
 
     async def _release(self, job: leases.JobInfo, error: str, *, retry_now: bool) -> None:
         now = self.clock()

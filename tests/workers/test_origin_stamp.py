@@ -39,24 +39,13 @@ from mirrorhub.workers.origin_scan import Written, scan_origin, stamp_changes
 from mirrorhub.workers.scan_apply import ScanRecord, apply_scan
 from mirrorhub.workers.seen import SeenFile
 from tests.servers import make_tree
+from tests.workers.clocks import Ticks
 
 Sessions = async_sessionmaker[AsyncSession]
 T0 = 1_700_000_000
 OLD, NEW = "pub/a.iso", "pub/b.iso"
 CONFIG = IndexConfig()
 CLIENT = Client(ipaddress.ip_address("192.0.2.7"))
-
-
-class Ticks:
-    """A clock every party shares that moves on at each reading, so the readings' order is
-    the order in which the code took them."""
-
-    def __init__(self, now: float = 1_000_000.0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        self.now += 1.0
-        return self.now
 
 
 def before_commit(

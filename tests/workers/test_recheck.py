@@ -22,6 +22,7 @@ from mirrorhub.workers.netpolicy import GuardedTransport
 from mirrorhub.workers.origin_scan import scan_origin
 from mirrorhub.workers.recheck import recheck_all
 from tests.servers import make_tree, nginx_autoindex
+from tests.workers.clocks import Ticks
 
 Sessions = async_sessionmaker[AsyncSession]
 NEW = 1_700_000_000
@@ -110,18 +111,6 @@ async def test_recheck_refuses_private_addresses_by_default(
             s.add(MirrorStateRow(mirror_id=1, health="up", last_good_scan=1000.0))
         report = await recheck_all(sessions, dataclasses.replace(Settings(), min_redirect_size=0))
         assert (report.checked, report.confirmed) == (1, 0)
-
-
-class Ticks:
-    """A clock every party shares that moves on at each reading, so the readings' order is
-    the order in which the code took them."""
-
-    def __init__(self, now: float = 1_000_000.0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        self.now += 1.0
-        return self.now
 
 
 class HookedTransport(httpx.AsyncBaseTransport):
