@@ -8,12 +8,25 @@ coroutines, and header lines the dispatcher made, and checked as uvicorn would, 
 Everything else (``/-/``, views, the origin, errors, request bodies, pipelined requests,
 a paused socket, upgrades) takes uvicorn's own path unchanged.
 
+Per request, the direct path also skips two things uvicorn does for every request and a
+redirect does not need (about a third of that path's own cost, docs/performance.md):
+
+* the ASGI scope (a dict, the ``asgi`` dict, a copy of the app state) is built only when
+  uvicorn's path serves the request; the dispatcher gets a small dict of what it reads;
+* the keep-alive timer is not cancelled on every read and armed again after every answer.
+  One idle timer per connection is armed after a direct answer and, when it fires, closes
+  the connection only if ``timeout_keep_alive`` has passed since the last direct answer and
+  no request is under way; otherwise it re-arms for the rest or leaves the connection to
+  uvicorn's own timer (a request that goes to ASGI cancels the idle timer first).
+
 This subclasses uvicorn internals (``HttpToolsProtocol`` of the version pinned in
-pyproject.toml); tests/web/test_protocol.py holds its answers byte-equal to uvicorn's own.
+pyproject.toml); tests/web/test_protocol.py holds its answers byte-equal to uvicorn's own
+and tests the idle timer.
 """
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
@@ -45,53 +58,123 @@ class RedirectProtocol(HttpToolsProtocol):
     """``uvicorn.run(..., http=RedirectProtocol)``; the app must be a mirrorhub Dispatcher
     (anything else is served the ordinary way)."""
 
-    def on_headers_complete(self) -> None:
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
         fast = getattr(self.app, "fast_redirect", None)
-        if fast is None or not self._may_answer_now():
+        direct = not (self.limit_concurrency is not None or self.access_log or self.root_path)
+        # None when every request must take uvicorn's path (limits, access log, root path:
+        # uvicorn applies those per request).
+        self._fast = fast if direct else None
+        self._busy = False  # a request has begun and is not answered directly yet
+        self._idle_since = 0.0  # loop time of the last direct answer
+        self._idle_timer: asyncio.TimerHandle | None = None
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._cancel_idle_timer()
+        super().connection_lost(exc)
+
+    def on_message_begin(self) -> None:
+        self._busy = True
+        if self._fast is None:
+            super().on_message_begin()
+            return
+        self.url = b""
+        self.expect_100_continue = False
+        self.headers = []
+
+    def on_headers_complete(self) -> None:
+        fast = self._fast
+        if fast is None:
             super().on_headers_complete()
             return
-        scope: Any = self.scope
+        if not self._may_answer_now():
+            self._to_asgi()
+            return
         url = self.url
         query = b""
         if b"?" in url:
             url, _, query = url.partition(b"?")
         if b"%" in url or b"#" in url or not url.startswith(b"/") or not url.isascii():
-            super().on_headers_complete()  # uvicorn decodes and checks these
+            self._to_asgi()  # uvicorn decodes and checks these
             return
         path = url.decode("ascii")
         if path.startswith("/-/") or path == "/-":
-            super().on_headers_complete()
+            self._to_asgi()
             return
-        http_version = self.parser.get_http_version()
-        scope["method"] = self.parser.get_method().decode("ascii")
-        if http_version != "1.1":
-            scope["http_version"] = http_version
-        scope["path"] = path
-        scope["raw_path"] = url
-        scope["query_string"] = query
+        parser = self.parser
+        http_version = parser.get_http_version()
+        # What the dispatcher reads of a scope, as uvicorn would have it.
+        scope = {
+            "type": "http",
+            "http_version": http_version,
+            "method": parser.get_method().decode("ascii"),
+            "scheme": self.scheme,
+            "path": path,
+            "raw_path": url,
+            "query_string": query,
+            "headers": self.headers,
+            "client": self.client,
+            "server": self.server,
+            "root_path": "",
+        }
         lines = fast(scope)
         if lines is None:
-            super().on_headers_complete()
+            self._to_asgi()
             return
-        keep_alive = http_version != "1.0" and self.parser.should_keep_alive()
+        keep_alive = http_version != "1.0" and parser.should_keep_alive()
         self._write(lines, keep_alive)
         self.cycle = _ANSWERED  # type: ignore[assignment]
+        self._busy = False
+        self.server_state.total_requests += 1
         if not keep_alive:
             self.transport.close()
-        self.on_response_complete()
+        elif self.pipeline or self.flow.read_paused:
+            self.on_response_complete()  # uvicorn starts what waits / resumes reading
+        else:
+            self._idle_since = self.loop.time()
+            if self._idle_timer is None and self.timeout_keep_alive_task is None:
+                self._idle_timer = self.loop.call_later(self.timeout_keep_alive, self._idle_check)
+
+    def on_message_complete(self) -> None:
+        if self.cycle is _ANSWERED:  # type: ignore[comparison-overlap]
+            return  # answered directly: nothing to deliver
+        super().on_message_complete()
+
+    def _to_asgi(self) -> None:
+        """Hand this request to uvicorn's path: the full scope, then its own callback
+        (which also owns the keep-alive timer from here on)."""
+        self._cancel_idle_timer()
+        url, headers, expect = self.url, self.headers, self.expect_100_continue
+        super().on_message_begin()  # builds the scope and resets what the parser collected
+        self.url, self.headers, self.expect_100_continue = url, headers, expect
+        self.scope["headers"] = headers
+        super().on_headers_complete()
 
     def _may_answer_now(self) -> bool:
-        """Only a body-less request on an idle, writable connection, no limits configured."""
+        """Only a body-less request on an idle, writable connection."""
         cycle = self.cycle
         if cycle is not None and not cycle.response_complete:
             return False  # pipelined behind an unfinished response: keep uvicorn's order
-        if self.flow.write_paused or self.limit_concurrency is not None:
+        if self.flow.write_paused:
             return False
-        if self.access_log or self.root_path:
-            return False  # uvicorn logs each answer / prefixes the path
-        if self.parser.should_upgrade() or self.expect_100_continue:
+        if self.expect_100_continue or self.parser.should_upgrade():
             return False
         return all(name not in _BODY_HEADERS for name, _ in self.headers)
+
+    def _idle_check(self) -> None:
+        self._idle_timer = None
+        if self._busy or self.timeout_keep_alive_task is not None:
+            return  # a request under way, or uvicorn's timer in charge: it re-arms after
+        remaining = self._idle_since + self.timeout_keep_alive - self.loop.time()
+        if remaining > 0:
+            self._idle_timer = self.loop.call_later(remaining, self._idle_check)
+        else:
+            self.timeout_keep_alive_handler()
+
+    def _cancel_idle_timer(self) -> None:
+        if self._idle_timer is not None:
+            self._idle_timer.cancel()
+            self._idle_timer = None
 
     def _write(self, lines: bytes, keep_alive: bool) -> None:
         """Write the 302 with the answer's ready-made header lines after uvicorn's default

@@ -8,6 +8,7 @@ header aside), whether the direct path answers them or they fall through to ASGI
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import ipaddress
 import socket
@@ -39,7 +40,7 @@ class CountingProtocol(RedirectProtocol):
 
 
 @contextlib.contextmanager
-def running(app: Dispatcher, http: Any) -> Iterator[int]:
+def running(app: Dispatcher, http: Any, **options: Any) -> Iterator[int]:
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
     port: int = sock.getsockname()[1]
@@ -51,6 +52,7 @@ def running(app: Dispatcher, http: Any) -> Iterator[int]:
         access_log=False,
         log_level="warning",
         proxy_headers=False,  # as mirrorhub serve: the dispatcher applies its own rules
+        **options,
     )
     config.server_header = False
     server = uvicorn.Server(config)
@@ -179,3 +181,62 @@ def test_a_header_value_uvicorn_would_refuse_is_not_written(
         answer = exchange(port, get("/pub/x.iso", BERLIN, CLOSE))
     assert b"x-injected" not in answer and b"\x00" not in answer
     assert CountingProtocol.direct == 0
+
+
+def closed_within(conn: socket.socket, seconds: float) -> float | None:
+    """Seconds until the server closed ``conn`` (None: still open after ``seconds``)."""
+    started = time.monotonic()
+    conn.settimeout(seconds)
+    try:
+        assert conn.recv(65536) == b""
+    except TimeoutError:
+        return None
+    return time.monotonic() - started
+
+
+def test_an_idle_connection_is_closed_after_the_keep_alive_timeout(
+    geo: GeoLocator,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    app = make_app(geo, tmp_path, **TRUST_LOOPBACK)
+    CountingProtocol.direct = 0
+    with running(app, CountingProtocol, timeout_keep_alive=1) as port:
+        exchange(port, get("/pub/x.iso", BERLIN, CLOSE))  # learn the path
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as conn:
+            # Requests 0.4 s apart for 2.4 s, longer than the timeout: never idle for 1 s.
+            for _ in range(7):
+                conn.sendall(get("/pub/x.iso", BERLIN))
+                assert conn.recv(65536).startswith(b"HTTP/1.1 302 Found\r\n")
+                time.sleep(0.4)
+            # 0.4 s idle already: closed about 0.6 s later, not at once and not never.
+            waited = closed_within(conn, 5)
+            assert waited is not None and 0.3 < waited < 2.0
+    assert CountingProtocol.direct == 7
+
+
+def test_a_slow_asgi_answer_after_direct_ones_is_not_cut_by_the_idle_timer(
+    geo: GeoLocator,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    app = make_app(geo, tmp_path, **TRUST_LOOPBACK)
+
+    async def slow(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        await asyncio.sleep(2.0)  # twice the keep-alive timeout
+        await send({"type": "http.response.start", "status": 204, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+
+    app.inner = slow  # serves /-/
+    CountingProtocol.direct = 0
+    with running(app, CountingProtocol, timeout_keep_alive=1) as port:
+        exchange(port, get("/pub/x.iso", BERLIN, CLOSE))  # learn the path
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as conn:
+            conn.sendall(get("/pub/x.iso", BERLIN))  # direct: arms the idle timer
+            assert conn.recv(65536).startswith(b"HTTP/1.1 302 Found\r\n")
+            conn.sendall(get("/-/slow", BERLIN))
+            assert conn.recv(65536).startswith(b"HTTP/1.1 204 ")
+            conn.sendall(get("/pub/x.iso", BERLIN))  # the connection is still open
+            assert conn.recv(65536).startswith(b"HTTP/1.1 302 Found\r\n")
+            # and uvicorn's own timing still closes it once idle
+            waited = closed_within(conn, 5)
+            assert waited is not None and 0.5 < waited < 2.5
+    assert CountingProtocol.direct == 2
