@@ -7,12 +7,12 @@ again; both sides use this module so the check happens once, when the lines are 
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable, Sequence
 
-# uvicorn's HEADER_VALUE_RE; tab is allowed in a value, so joining the values with tabs
-# checks all of them in one search.
-_BAD_VALUE = re.compile(b"[\x00-\x08\x0a-\x1f\x7f]")
+# The bytes uvicorn's HEADER_VALUE_RE accepts in a value (all but controls other than tab,
+# and DEL). Deleting them leaves only refused bytes: ``bytes.translate`` scans in C, ~5
+# times faster than a regular-expression search over the ~900 bytes of a 302's values.
+_ALLOWED = bytes(b for b in range(256) if not (b <= 0x08 or 0x0A <= b <= 0x1F or b == 0x7F))
 
 
 def lines(headers: Iterable[tuple[bytes, bytes]]) -> bytes:
@@ -26,6 +26,6 @@ def lines(headers: Iterable[tuple[bytes, bytes]]) -> bytes:
 def header_lines(headers: Sequence[tuple[bytes, bytes]]) -> bytes | None:
     """:func:`lines`, or None when a value holds a byte uvicorn would refuse (the caller
     then lets uvicorn answer, and refuse it, the usual way)."""
-    if _BAD_VALUE.search(b"\t".join(value for _, value in headers)):
+    if b"".join([value for _, value in headers]).translate(None, _ALLOWED):
         return None
     return lines(headers)
