@@ -172,11 +172,11 @@ async def measure(
     warm = statistics.median([await per_call(scopes, app) for _ in range(PASSES)])
     index = holder.current
     paths = [normalize_path(s["path"]) for s in scopes]
-    contexts = [app.context(s, index)[0] for s in scopes]
+    contexts = [app.context(s, index)[:2] for s in scopes]
     positions = [index.lookup(p) for p in paths]
     triples = [
-        (pos, ctx.profile, ctx)
-        for pos, ctx in zip(positions, contexts, strict=True)
+        (pos, profile, ctx)
+        for pos, (ctx, profile) in zip(positions, contexts, strict=True)
         if pos is not None
     ]
     rng = random.Random(1)

@@ -84,7 +84,7 @@ class RoomMemo:
     positions: tuple[int, ...] = ()
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, weakref_slot=True)  # client contexts refer weakly
 class Profile:
     """What selection knows about a client before looking at a file.
 

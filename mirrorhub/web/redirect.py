@@ -13,6 +13,7 @@ import base64
 import dataclasses
 import random
 import time
+import weakref
 from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass
 from typing import Any
@@ -149,19 +150,19 @@ class Dispatcher:
         if pos is None or index.origin_reason(pos) is not None:
             return None
         try:
-            ctx, accept = self.context(scope, index)
+            ctx, profile, accept = self.context(scope, index)
         except BadRequest:
             return None
         if ctx.view is not None or (
             accept and self.views and _accept_view(accept, self.views.names)
         ):
             return None
-        picks = index.fast_pick(pos, ctx.profile, self.rng, self.clock(), self.load)
+        picks = index.fast_pick(pos, profile, self.rng, self.clock(), self.load)
         if picks is None:
             return None
-        lines = self.answer_lines(index, pos, ctx.profile, picks)
+        lines = self.answer_lines(index, pos, profile, picks)
         if lines is not None and recorder is not None:
-            name = ctx.profile.mirror_names[picks[0][0]]
+            name = profile.mirror_names[picks[0][0]]
             recorder.record(Outcome.MIRROR, name, pos, ctx, scope, started)
         return lines
 
@@ -185,7 +186,7 @@ class Dispatcher:
                 if len(self._paths) >= PATH_CACHE_SIZE:
                     del self._paths[next(iter(self._paths))]  # oldest first
                 self._paths[raw_path] = path
-            ctx, accept = self.context(scope, index)
+            ctx, profile, accept = self.context(scope, index)
         except (InvalidPath, BadRequest) as exc:
             await _plain(send, 400, f"bad request: {exc}\n".encode())
             if recorder is not None:
@@ -210,13 +211,13 @@ class Dispatcher:
                 return
             pos, view = derived
         if view is None and index.origin_reason(pos) is None:
-            picks = index.fast_pick(pos, ctx.profile, self.rng, self.clock(), self.load)
+            picks = index.fast_pick(pos, profile, self.rng, self.clock(), self.load)
             if picks is not None:
-                headers = self.redirect_headers(index, pos, ctx.profile, picks)
+                headers = self.redirect_headers(index, pos, profile, picks)
                 await send({"type": "http.response.start", "status": 302, "headers": headers})
                 await send(_EMPTY_BODY)
                 if recorder is not None:
-                    name = ctx.profile.mirror_names[picks[0][0]]
+                    name = profile.mirror_names[picks[0][0]]
                     recorder.record(Outcome.MIRROR, name, pos, ctx, scope, started)
                 return
         # Views, origin-only files and files no mirror holds: the full decision.
@@ -310,12 +311,14 @@ class Dispatcher:
         await send({"type": "http.response.start", "status": 302, "headers": headers})
         await send(_EMPTY_BODY)
 
-    def context(self, scope: Scope, index: Index) -> tuple[ClientContext, bytes | None]:
+    def context(self, scope: Scope, index: Index) -> tuple[ClientContext, Profile, bytes | None]:
         """The client, options and ranking for this request, cached per client.
 
         The cache key holds only what decides them: the peer, the forwarding headers when
         (and only when) the peer is a trusted proxy, the scheme and the query string. A
-        client cannot grow the cache with headers we ignore. Returns the Accept header too.
+        client cannot grow the cache with headers we ignore. Returns the client's ranking
+        (which the context refers to weakly: the index's ranking cache alone bounds how
+        many are kept) and the Accept header too.
         """
         peer = scope.get("client")
         host = peer[0] if peer else None
@@ -330,18 +333,23 @@ class Dispatcher:
         key = (host, tuple(forwarded), scope.get("scheme"), scope.get("query_string", b""))
         ctx = self._contexts.get(key)
         if ctx is None:
-            ctx = self._new_context(scope, host, index)
+            ctx, profile = self._new_context(scope, host, index)
             if len(self._contexts) >= CONTEXT_CACHE_SIZE:
                 del self._contexts[next(iter(self._contexts))]  # oldest first
             self._contexts[key] = ctx
-        elif ctx.version != index.version:
-            ctx = dataclasses.replace(
-                ctx, version=index.version, profile=index.profile(ctx.client, ctx.options)
-            )
-            self._contexts[key] = ctx
-        return ctx, accept
+            return ctx, profile, accept
+        kept = ctx.ranking()
+        if kept is not None and ctx.version == index.version:
+            return ctx, kept, accept
+        # A new index, or the ranking left the index's cache: rank (or find) it again.
+        profile = index.profile(ctx.client, ctx.options)
+        ctx = dataclasses.replace(ctx, version=index.version, ranking=weakref.ref(profile))
+        self._contexts[key] = ctx
+        return ctx, profile, accept
 
-    def _new_context(self, scope: Scope, host: str | None, index: Index) -> ClientContext:
+    def _new_context(
+        self, scope: Scope, host: str | None, index: Index
+    ) -> tuple[ClientContext, Profile]:
         addr = resolve_client(host, scope["headers"], self.trusted)
         scheme = Scheme.HTTPS if scope.get("scheme") == "https" else Scheme.HTTP
         if addr.forwarded_proto is not None:
@@ -350,7 +358,8 @@ class Dispatcher:
         options = _options(query, scheme) if query else Options(scheme=scheme)
         view = _query_view(query, self.views.names) if query and self.views else None
         client = Client(addr.address, self.geo.locate(addr.address))
-        return ClientContext(index.version, client, options, index.profile(client, options), view)
+        profile = index.profile(client, options)
+        return ClientContext(index.version, client, options, weakref.ref(profile), view), profile
 
     def _peer_trusted(self, host: str | None) -> bool:
         if not self.trusted or host is None:
@@ -383,10 +392,14 @@ class Dispatcher:
 
 @dataclass(frozen=True, slots=True)
 class ClientContext:
-    version: int  # the index version ``profile`` belongs to
+    """What the dispatcher keeps per client (up to CONTEXT_CACHE_SIZE of them)."""
+
+    version: int  # the index version ``ranking`` belongs to
     client: Client
     options: Options
-    profile: Profile
+    # Weak: held strongly, 65,536 contexts could keep that many ~23 KB rankings alive
+    # after the index's ranking cache (MIRRORHUB_RANKING_CACHE_SIZE) dropped them.
+    ranking: weakref.ref[Profile]
     view: str | None  # a view asked for in the query string
 
 

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import base64
 import dataclasses
+import gc
 import hashlib
 import ipaddress
 import random
+import weakref
 from pathlib import Path
 
 import httpx
@@ -95,6 +97,27 @@ async def test_redirects_to_the_nearest_fresh_mirror(geo: GeoLocator, tmp_path: 
     assert all(len(f"Link: {v}") < 360 for v in links) and len(links) == 4
     # No MIRRORHUB_PUBLIC_URL: a path-absolute reference, never built from the Host header.
     assert links[3] == '</pub/x.iso.meta4>; rel=describedby; type="application/metalink4+xml"'
+
+
+async def test_cached_clients_do_not_keep_rankings_the_index_dropped(
+    geo: GeoLocator, tmp_path: Path
+) -> None:
+    app = make_app(geo, tmp_path)
+    index = app.holder.current
+    index.config = dataclasses.replace(index.config, ranking_cache=1)
+    async with client(app, peer="192.0.2.10") as berlin:
+        assert (await berlin.get("/pub/x.iso")).headers["x-mirrorhub-mirror"] == "de1"
+    (ctx,) = app._contexts.values()
+    first = ctx.ranking
+    assert first() is not None
+    async with client(app, peer="2001:db8::1") as new_york:  # a second ranking evicts it
+        assert (await new_york.get("/pub/x.iso")).headers["x-mirrorhub-mirror"] == "us1"
+    gc.collect()
+    assert len(app._contexts) == 2 and first() is None  # not kept alive by the context
+    async with client(app, peer="192.0.2.10") as berlin:  # ranked again, same answer
+        assert (await berlin.get("/pub/x.iso")).headers["x-mirrorhub-mirror"] == "de1"
+    assert app._contexts[next(iter(app._contexts))].ranking() is not None
+    assert isinstance(first, weakref.ref)
 
 
 async def test_head_is_a_redirect_too(geo: GeoLocator, tmp_path: Path) -> None:
