@@ -65,7 +65,9 @@ class RedirectProtocol(HttpToolsProtocol):
         # None when every request must take uvicorn's path (limits, access log, root path:
         # uvicorn applies those per request).
         self._fast = fast if direct else None
-        self._busy = False  # a request has begun and is not answered directly yet
+        # A request has begun and is not answered directly (it may be with uvicorn's path,
+        # which then owns the keep-alive timer: the idle timer is cancelled at the hand-off).
+        self._busy = False
         self._idle_since = 0.0  # loop time of the last direct answer
         self._idle_timer: asyncio.TimerHandle | None = None
 
@@ -103,7 +105,8 @@ class RedirectProtocol(HttpToolsProtocol):
             return
         parser = self.parser
         http_version = parser.get_http_version()
-        # What the dispatcher reads of a scope, as uvicorn would have it.
+        # The keys of uvicorn's scope that the dispatcher and its recorders may read (the
+        # Recorder contract in mirrorhub.web.redirect), with the values uvicorn would set.
         scope = {
             "type": "http",
             "http_version": http_version,
@@ -125,12 +128,15 @@ class RedirectProtocol(HttpToolsProtocol):
         self._write(lines, keep_alive)
         self.cycle = _ANSWERED  # type: ignore[assignment]
         self._busy = False
-        self.server_state.total_requests += 1
         if not keep_alive:
             self.transport.close()
+            self.server_state.total_requests += 1  # as uvicorn's completion counts it
         elif self.pipeline or self.flow.read_paused:
-            self.on_response_complete()  # uvicorn starts what waits / resumes reading
+            # Not seen: both only happen behind an unfinished response, which
+            # _may_answer_now refuses; uvicorn's completion would handle them.
+            self.on_response_complete()  # counts the request, resumes, starts what waits
         else:
+            self.server_state.total_requests += 1
             self._idle_since = self.loop.time()
             if self._idle_timer is None and self.timeout_keep_alive_task is None:
                 self._idle_timer = self.loop.call_later(self.timeout_keep_alive, self._idle_check)

@@ -410,7 +410,11 @@ class Recorder:
     just before its 302 is written, everything else after): it must be cheap (count in
     memory, flush elsewhere) and must never raise. ``mirror`` is the chosen mirror's name,
     ``pos`` the file's index position, ``ctx`` the client context (None for a bad request),
-    ``started`` the request's ``time.perf_counter()`` start.
+    ``started`` the request's ``time.perf_counter()`` start. ``scope`` is uvicorn's ASGI
+    scope, except for redirects mirrorhub.web.protocol answers directly: those get a dict
+    with only ``type``, ``http_version``, ``method``, ``scheme``, ``path``, ``raw_path``,
+    ``query_string``, ``headers``, ``client``, ``server`` and ``root_path``. Read nothing
+    else, and do not keep it.
     """
 
     def record(
