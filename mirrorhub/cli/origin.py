@@ -2,7 +2,8 @@
 
 The command holds the workers' ``origin-scan`` job lease while it scans (see :func:`_run`), so
 a cron-driven scan and a worker's never hash the same tree at once. While another process
-holds the lease it waits up to ``--wait`` seconds, then exits with :data:`BUSY_EXIT`.
+holds the lease it waits up to ``--wait`` seconds, then exits with :data:`BUSY_EXIT`. After a
+scan that changed something it brings the workers' re-check forward, as a worker's does.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from mirrorhub.workers.origin_scan import OriginScanResult, ScanProgress, scan_o
 from mirrorhub.workers.schedule import next_run
 
 JOB_KEY = "origin-scan"  # the workers' job: one origin scan at a time, CLI or worker
+RECHECK_KEY = "recheck"  # the workers' re-check job, brought forward after a change
 BUSY_EXIT = 75  # EX_TEMPFAIL (sysexits.h): another scan holds the lease; try again later
 DEFAULT_WAIT = 600.0
 POLL_SECONDS = 1.0
@@ -172,6 +174,8 @@ async def _run(
         now = clock()
         when = next_run(now, kind.interval, 0, kind.backoff, random.Random())
         await _release(sessions, owner, lease, now, True, "", when, 0)
+        if result.any_change:
+            await _recheck_soon(sessions, now)
         return result
     finally:
         await engine.dispose()
@@ -230,6 +234,16 @@ async def _release(
             f"{lease_seconds:.0f} s): {exc}",
             file=sys.stderr,
         )
+
+
+async def _recheck_soon(sessions: leases.Sessions, now: float) -> None:
+    """Bring the workers' re-check of changed files forward, as a worker's origin scan
+    does after a change (mirrors that already hold the new version count again sooner);
+    a database error only costs a warning: the re-check then runs at its usual time."""
+    try:
+        await leases.run_soon(sessions, RECHECK_KEY, now)
+    except Exception as exc:
+        print(f"mirrorhub: cannot bring the re-check forward: {exc}", file=sys.stderr)
 
 
 async def _stop(task: asyncio.Task[None]) -> None:

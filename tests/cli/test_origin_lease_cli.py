@@ -133,6 +133,34 @@ def test_takes_renews_and_releases_the_lease_creating_the_job_row(
     assert due == []
 
 
+def recheck_next_run(db_url: str) -> float | None:
+    async def read(sessions: leases.Sessions) -> float | None:
+        async with sessions() as session:
+            row = await session.get(JobRow, "recheck")
+            return None if row is None else row.next_run
+
+    return on_db(db_url, read)  # type: ignore[no-any-return]
+
+
+def test_a_scan_that_changed_files_brings_the_recheck_forward(origin: Path, db_url: str) -> None:
+    later = time.time() + 3600
+
+    async def workers_synced(sessions: leases.Sessions) -> None:
+        await leases.sync_jobs(sessions, ["recheck"], ["recheck"])
+        await leases.finish(sessions, "recheck", "", 0.0, ok=True, error="", next_run=later,
+                            failures=0)  # fmt: skip
+
+    on_db(db_url, workers_synced)
+    assert recheck_next_run(db_url) == later
+    started = time.time()
+    assert main(["scan-origin"]) == 0  # two new files
+    moved = recheck_next_run(db_url)
+    assert moved is not None and started <= moved <= time.time()
+    on_db(db_url, workers_synced)
+    assert main(["scan-origin"]) == 0  # nothing changed: left where it was
+    assert recheck_next_run(db_url) == later
+
+
 def test_refuses_at_once_with_wait_0_while_a_worker_holds_the_lease(
     origin: Path, db_url: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
