@@ -77,6 +77,32 @@ async def test_flushes_add_to_the_stored_totals(sessions: async_sessionmaker[Asy
     assert f.flushed == 6 and f.pending == {} and f.last_success is not None
 
 
+async def test_any_path_and_large_counts_are_stored_exactly(
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    """Keys and numbers go through JSON on SQLite: nothing may be lost or reinterpreted."""
+    counter = FakeCounter()
+    f = flusher(counter, sessions)
+    odd = [
+        "pub/a b+ü@.iso",
+        'pub/"quoted"\\back\\slash.iso',
+        "pub/日本/€.iso",
+        "pub/0123",
+        "pub/1e5",
+    ]
+    for path in odd:
+        counter.add(DAY, path, "de1", "DE", 3, 2**40)
+    assert await f.flush()
+    counter.add(DAY, odd[0], "de1", "DE", 1, 2**61)  # bytes near the 64-bit limit add exactly
+    assert await f.flush()
+    got = await stored(sessions)
+    d0 = date(2025, 6, 15)
+    expected = {(d0, p): (3, 3 * 2**40) for p in odd}
+    expected[(d0, odd[0])] = (4, 3 * 2**40 + 2**61)
+    assert got["files"] == expected
+    assert got["mirrors"] == {(d0, "de1"): (16, 15 * 2**40 + 2**61)}
+
+
 async def test_concurrent_flushers_lose_no_increment(db_url: str) -> None:
     """Several dispatchers (own engines, own connections) upsert the same rows at once."""
     engines = [create_engine(db_url) for _ in range(3)]
