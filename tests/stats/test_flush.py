@@ -7,11 +7,13 @@ import socket
 from datetime import date
 from urllib.parse import urlsplit, urlunsplit
 
+import pytest
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from mirrorhub.db.models import StatsCountryDailyRow, StatsFileDailyRow, StatsMirrorDailyRow
 from mirrorhub.db.session import create_engine, session_factory
+from mirrorhub.stats import flush as flush_module
 from mirrorhub.stats.counter import DayCounts
 from mirrorhub.stats.flush import StatsFlusher, date_to_day, merge, rows_by_kind
 from tests.conftest import _reset_pg
@@ -78,9 +80,11 @@ async def test_flushes_add_to_the_stored_totals(sessions: async_sessionmaker[Asy
 
 
 async def test_any_path_and_large_counts_are_stored_exactly(
-    sessions: async_sessionmaker[AsyncSession],
+    sessions: async_sessionmaker[AsyncSession], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Keys and numbers go through JSON on SQLite: nothing may be lost or reinterpreted."""
+    """Keys and numbers go through JSON on SQLite, a few rows per statement: nothing may
+    be lost or reinterpreted."""
+    monkeypatch.setattr(flush_module, "JSON_ROWS", 2)  # 5 file rows: three statements
     counter = FakeCounter()
     f = flusher(counter, sessions)
     odd = [
