@@ -3,6 +3,13 @@
 A claim is one conditional UPDATE (``WHERE lease_until < now AND next_run <= now``): on
 SQLite and PostgreSQL alike exactly one worker's UPDATE matches, so no job runs twice at
 once, and a worker that dies simply lets its lease run out.
+
+A request to run a job soon (:func:`run_soon`: the origin watch after the trace file
+changed, a re-check after the origin changed) that arrives while the job runs is kept: a
+claimed row's ``next_run`` is never later than its ``last_started``, the request sets it
+past that, and :func:`finish` keeps such a time when it is earlier than the one it computed.
+So the job runs again straight after, instead of waiting a whole interval with changes its
+run may have missed.
 """
 
 from __future__ import annotations
@@ -12,7 +19,7 @@ import logging
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import ColumnElement, delete, insert, or_, select, update
+from sqlalchemy import ColumnElement, and_, case, delete, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -107,11 +114,18 @@ async def _take(
     *conditions: ColumnElement[bool],
 ) -> JobInfo | None:
     """The claim itself: one conditional UPDATE, committed; None when another process holds
-    an unexpired lease (or ``conditions`` do not hold)."""
+    an unexpired lease (or ``conditions`` do not hold). A job claimed before it was due
+    (:func:`claim`) is made due now, so that ``next_run > last_started`` means a request
+    during the run (see the module docstring)."""
     result = await session.execute(
         update(JobRow)
         .where(JobRow.key == key, JobRow.lease_until < now, *conditions)
-        .values(lease_owner=owner, lease_until=now + lease_seconds, last_started=now)
+        .values(
+            lease_owner=owner,
+            lease_until=now + lease_seconds,
+            last_started=now,
+            next_run=case((JobRow.next_run > now, now), else_=JobRow.next_run),
+        )
     )
     await session.commit()
     if result.rowcount != 1:  # type: ignore[attr-defined]
@@ -186,6 +200,7 @@ async def finish(
     next_run: float,
     failures: int,
 ) -> None:
+    requested = and_(JobRow.next_run > JobRow.last_started, JobRow.next_run < next_run)
     async with sessions.begin() as session:
         await session.execute(
             update(JobRow)
@@ -193,7 +208,8 @@ async def finish(
             .values(
                 lease_owner="",
                 lease_until=0.0,
-                next_run=next_run,
+                # a run_soon that came while it ran, when sooner than the computed time
+                next_run=case((requested, JobRow.next_run), else_=next_run),
                 failures=0 if ok else failures,
                 last_finished=now,
                 last_error="" if ok else error[:2000],
@@ -202,10 +218,20 @@ async def finish(
 
 
 async def run_soon(sessions: Sessions, key: str, at: float) -> None:
-    """Bring a job's next run forward (e.g. re-checks right after an origin change)."""
+    """Bring a job's next run forward (e.g. re-checks right after an origin change); if it
+    is running now, have it run again as soon as it finishes (see the module docstring)."""
+    running = and_(JobRow.lease_until >= at, JobRow.next_run <= JobRow.last_started)
     async with sessions.begin() as session:
         await session.execute(
-            update(JobRow).where(JobRow.key == key, JobRow.next_run > at).values(next_run=at)
+            update(JobRow)
+            .where(JobRow.key == key, or_(JobRow.next_run > at, running))
+            # past the run's start even if this clock is behind the runner's
+            .values(
+                next_run=case(
+                    (and_(running, JobRow.last_started >= at), JobRow.last_started + 0.001),
+                    else_=at,
+                )
+            )
         )
 
 

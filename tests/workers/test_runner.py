@@ -149,16 +149,74 @@ async def test_claim_takes_a_lease_due_or_not_and_creates_a_missing_row(
     await leases.finish(
         sessions, "origin-scan", holder, 1020, ok=True, error="", next_run=1600, failures=0
     )
-    # Not due for a worker now, but claim ignores next_run; a lease run out is taken over.
+    # Not due for a worker now, but claim ignores next_run (and makes the job due now, as
+    # a worker's claim finds it, so that a run_soon during the run can be told apart).
     assert await leases.claim_due(sessions, "w1", 1021, 30, 5) == []
     taken = await leases.claim(sessions, "origin-scan", "w1", 1021, 30)
-    assert taken is not None and (taken.lease_owner, taken.next_run) == ("w1", 1600)
+    assert taken is not None and (taken.lease_owner, taken.next_run) == ("w1", 1021)
     again = await leases.claim(sessions, "origin-scan", "cli-3", 1052, 30)
     assert again is not None and again.lease_owner == "cli-3"
     # A worker's sync keeps the row it finds.
     await leases.sync_jobs(sessions, ["origin-scan"], ["origin-scan"])
     info = await leases.get_job(sessions, "origin-scan")
     assert info is not None and (info.lease_owner, info.last_finished) == ("cli-3", 1020)
+
+
+async def test_a_run_soon_during_a_run_makes_the_job_due_when_it_ends(
+    sessions: Sessions,
+) -> None:
+    """A trace-file change seen while the origin scan runs must not wait a whole interval."""
+    release = asyncio.Event()
+    ran: list[float] = []
+    clock = Clock()
+
+    async def scan(key: str) -> JobOutcome:
+        ran.append(clock())
+        await release.wait()
+        return JobOutcome(True)
+
+    kinds = [JobKind("origin-scan", 600, Backoff(10, 50, 0), scan)]
+
+    async def keys() -> list[str]:
+        return ["origin-scan"]
+
+    runner = Runner(sessions, kinds, keys, owner="w1", clock=clock, rng=random.Random(0))
+    await runner.sync()
+    await runner.claim_and_start()
+    await asyncio.sleep(0)
+    assert ran == [1000.0]
+    clock.t = 1005.0
+    await leases.run_soon(sessions, "origin-scan", 999.0)  # a requester whose clock is behind
+    await leases.run_soon(sessions, "origin-scan", 1006.0)  # a second request changes nothing
+    clock.t = 1010.0
+    release.set()
+    await asyncio.gather(*runner.running.values())
+    (job,) = await leases.list_jobs(sessions)
+    assert job.lease_owner == "" and 1000.0 < job.next_run <= 1010.0  # due again at once
+    release.clear()
+    await runner.claim_and_start()
+    await asyncio.sleep(0)
+    assert ran == [1000.0, 1010.0]
+    clock.t = 1020.0
+    release.set()
+    await asyncio.gather(*runner.running.values())
+    (job,) = await leases.list_jobs(sessions)
+    assert job.next_run == 1620.0  # no request this time: one interval
+
+
+async def test_a_job_claimed_before_it_was_due_is_not_mistaken_for_a_request(
+    sessions: Sessions,
+) -> None:
+    await leases.sync_jobs(sessions, ["origin-scan"], ["origin-scan"])
+    await leases.finish(sessions, "origin-scan", "", 1000, ok=True, error="", next_run=1100,
+                        failures=0)  # fmt: skip
+    held = await leases.claim(sessions, "origin-scan", "cli", 1010, 30)  # due only at 1100
+    assert held is not None
+    await leases.finish(
+        sessions, "origin-scan", "cli", 1020, ok=True, error="", next_run=1620, failures=0
+    )
+    info = await leases.get_job(sessions, "origin-scan")
+    assert info is not None and info.next_run == 1620
 
 
 async def test_workers_only_claim_jobs_they_can_run(sessions: Sessions) -> None:
