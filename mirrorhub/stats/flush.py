@@ -136,13 +136,12 @@ def rows_by_kind(
     return out
 
 
-def upsert_sql(kind: str, postgres: bool) -> str:
-    """The atomic add, in the driver's own parameter style (executemany, no ORM work)."""
+def upsert_sql(kind: str) -> str:
+    """PostgreSQL's atomic add, in asyncpg's parameter style (executemany, no ORM work)."""
     table, column, _ = _TABLES[kind]
     name = table.name
-    values = "($1, $2, $3, $4)" if postgres else "(?, ?, ?, ?)"
     return (
-        f"INSERT INTO {name} (day, {column}, downloads, bytes) VALUES {values}"  # noqa: S608
+        f"INSERT INTO {name} (day, {column}, downloads, bytes) VALUES ($1, $2, $3, $4)"  # noqa: S608
         f" ON CONFLICT (day, {column}) DO UPDATE SET"
         f" downloads = {name}.downloads + excluded.downloads,"
         f" bytes = {name}.bytes + excluded.bytes"
@@ -197,7 +196,7 @@ async def write_batch(sessions: async_sessionmaker[AsyncSession], batch: Batch) 
             if not rows[kind]:
                 continue
             if postgres:
-                await conn.exec_driver_sql(upsert_sql(kind, postgres), rows[kind])
+                await conn.exec_driver_sql(upsert_sql(kind), rows[kind])
                 continue
             sql, all_rows = upsert_json_sql(kind), rows[kind]
             for start in range(0, len(all_rows), JSON_ROWS):
