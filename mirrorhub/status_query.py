@@ -32,6 +32,7 @@ from mirrorhub.db.models import (
     OriginFileRow,
     ProbeResultRow,
 )
+from mirrorhub.domain import CHANGE_PENDING
 from mirrorhub.heap import release_free_heap_later
 from mirrorhub.status import (
     HOUR,
@@ -49,7 +50,8 @@ SCOPE_COLUMNS = 100  # COUNT columns per origin_files scan; more scopes take mor
 ROWS_PER_FETCH = 10_000
 Buckets = dict[int, dict[int, tuple[int, int]]]  # mirror id -> hour -> (good, samples)
 # What a mirror's diff count depends on: its last good scan, its scope, the origin histogram.
-DiffKey = tuple[float | None, tuple[str, ...], tuple[int, int, float] | None]
+OriginSignature = tuple[int, int, float, int]  # see origin_signature
+DiffKey = tuple[float | None, tuple[str, ...], OriginSignature | None]
 
 
 def _seconds(value: datetime | None) -> float | None:
@@ -147,15 +149,24 @@ def _merged(parts: Sequence[tuple[array[float], array[int]]]) -> Histogram:
     return Histogram.from_sorted(array("d", [t for t, _ in ordered]), [n for _, n in ordered])
 
 
-async def origin_signature(session: AsyncSession) -> tuple[int, int, float]:
-    """(files, highest id, newest changed_at): moves whenever a file is added, removed or
-    changed (a changed file gets a newer changed_at), so histograms are reloaded only then."""
-    n, top, newest = (
+async def origin_signature(session: AsyncSession) -> OriginSignature:
+    """(files, highest id, newest stamped changed_at, files pending): moves whenever a file
+    is added, removed or changed, so histograms are reloaded only then. A changed file is
+    written pending (``CHANGE_PENDING``), then stamped with a newer time than any before;
+    the pending ones are counted apart, so a stamp still moves the signature while another
+    batch is pending (the newest changed_at alone would stay at ``CHANGE_PENDING``)."""
+    pending = OriginFileRow.changed_at >= CHANGE_PENDING
+    n, top, newest, waiting = (
         await session.execute(
-            select(func.count(), func.max(OriginFileRow.id), func.max(OriginFileRow.changed_at))
+            select(
+                func.count(),
+                func.max(OriginFileRow.id),
+                func.max(case((~pending, OriginFileRow.changed_at))),
+                func.count(case((pending, 1))),
+            )
         )
     ).one()
-    return int(n), int(top or 0), float(newest or 0.0)
+    return int(n), int(top or 0), float(newest or 0.0), int(waiting)
 
 
 async def load_histograms(
@@ -329,7 +340,7 @@ class StatusSource:
 
     sessions: async_sessionmaker[AsyncSession]
     clock: Callable[[], float] = time.time
-    _origin: tuple[int, int, float] | None = None
+    _origin: OriginSignature | None = None
     _histograms: dict[tuple[str, ...], Histogram] = field(default_factory=dict)
     _confirmations: list[Confirmation] = field(default_factory=list)
     _differing: dict[int, tuple[DiffKey, int]] = field(default_factory=dict)

@@ -30,6 +30,7 @@ from mirrorhub.db.models import (
     OriginFileRow,
     ProbeResultRow,
 )
+from mirrorhub.domain import CHANGE_PENDING
 from mirrorhub.load import make_view
 from mirrorhub.settings import Settings
 from mirrorhub.status_query import StatusSource, disjoint
@@ -598,6 +599,29 @@ async def test_real_redirects_show_up_on_every_view_after_a_load_sync(
     assert {m["name"]: m["load"] for m in status_doc["mirrors"]} == {"alpha": full, "bravo": idle}
     assert mirror_doc["load"] == full
     assert {m["name"]: m["load"] for m in listed["mirrors"]} == {"alpha": full, "bravo": idle}
+
+
+async def test_origin_signature_moves_when_a_batch_is_stamped_while_another_is_pending(
+    sessions: Sessions,
+) -> None:
+    async with sessions.begin() as s:
+        for i in (1, 2, 3):
+            s.add(OriginFileRow(id=i, path=f"pub/{i}", size=1, mtime=1, changed_at=100.0))
+
+    async def write(ids: tuple[int, ...], when: float) -> tuple[int, int, float, int]:
+        async with sessions.begin() as s:
+            for i in ids:
+                (await s.get(OriginFileRow, i)).changed_at = when  # type: ignore[union-attr]
+        async with sessions() as s:
+            return await status_query.origin_signature(s)
+
+    assert await write((), 0) == (3, 3, 100.0, 0)
+    seen = {await write((1,), CHANGE_PENDING)}  # batch A written, pending
+    # A stamped while batch B is written: the newest changed_at alone stays pending
+    stamped_a = await write((1,), 200.0)
+    pending_b = await write((2,), CHANGE_PENDING)
+    assert pending_b == (3, 3, 200.0, 1) and pending_b not in seen | {stamped_a}
+    assert await write((2,), 300.0) == (3, 3, 300.0, 0)
 
 
 async def test_histograms_read_in_batches_count_every_file(
