@@ -25,15 +25,20 @@ query string, gets a new one and its next ranged request counts again; a freed o
 id() reused by another client within the window could hide one ranged request. Both are
 rare and cost at most one count.
 
-The dedup state is an ``OrderedDict`` in least-recently-seen order, bounded by size (the
-oldest pair is evicted) and trimmed by age from the flusher (:meth:`expire`), so it never
-outgrows ``max_clients`` entries.
+The dedup state is two generations of plain dicts (pair -> time last seen): new sightings
+go into the current one, which becomes the previous one (and the previous one is dropped)
+once it holds half of ``max_clients``. So it never outgrows ``max_clients`` entries, the
+last ``max_clients / 2`` pairs seen are always remembered, and a sighting costs two or three
+dict operations (an ``OrderedDict`` kept in least-recently-seen order cost twice as much,
+and its linked nodes miss the cache under load). The window itself is checked with the
+stored times; the flusher also drops a generation whose pairs are all older than it
+(:meth:`expire`).
 """
 
 from __future__ import annotations
 
 import time
-from collections import OrderedDict, defaultdict
+from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -78,8 +83,12 @@ class StatsCounter(Recorder):
         self._clock = clock
         self._window = range_window
         self._max_clients = max(1, max_clients)
-        # id(Client) ^ hash(path) -> last request time, least recently seen first
-        self._seen: OrderedDict[int, float] = OrderedDict()
+        # id(Client) ^ hash(path) -> last request time: this generation and the one before
+        self._seen: dict[int, float] = {}
+        self._seen_before: dict[int, float] = {}
+        self._generation = max(1, self._max_clients // 2)
+        self._newest = float("-inf")  # the latest time stored in _seen
+        self._before_newest = float("-inf")  # the same for _seen_before
         self._day = -1
         self._day_end = float("-inf")
         # Today's counts. Files by index position (an int key: no tuple, no string to
@@ -139,10 +148,14 @@ class StatsCounter(Recorder):
         """Remember the (client, file) pair ``key``; True for a ranged request repeating it
         within the window (counted as deduplicated, not as a download)."""
         seen = self._seen
-        last = seen.pop(key, None)  # and back in last: least recently seen first
-        if last is None and len(seen) >= self._max_clients:
-            seen.popitem(last=False)
+        last = seen.get(key)
+        if last is None:
+            last = self._seen_before.get(key)
+            if len(seen) >= self._generation:
+                self._seen_before, self._before_newest = seen, self._newest
+                self._seen = seen = {}
         seen[key] = now
+        self._newest = now
         if last is not None and now - last < self._window and _has_range(scope["headers"]):
             self.deduplicated += 1
             return True
@@ -223,21 +236,23 @@ class StatsCounter(Recorder):
         return out
 
     def expire(self, now: float | None = None) -> int:
-        """Forget (client, file) pairs older than the window; returns how many."""
+        """Forget each generation of (client, file) pairs whose pairs were all last seen at
+        least a window ago; returns how many pairs went. (An old pair in a generation with
+        newer ones stays until the generation goes: lookups check the time anyway, and the
+        size bound holds either way.)"""
         now = self._clock() if now is None else now
-        seen = self._seen
         dropped = 0
-        while seen:
-            key, last = next(iter(seen.items()))
-            if now - last < self._window:
-                break
-            del seen[key]
-            dropped += 1
+        if self._seen_before and now - self._before_newest >= self._window:
+            dropped += len(self._seen_before)
+            self._seen_before = {}
+        if self._seen and now - self._newest >= self._window:
+            dropped += len(self._seen)
+            self._seen = {}
         return dropped
 
     @property
     def remembered(self) -> int:
-        return len(self._seen)
+        return len(self._seen) + len(self._seen_before)
 
 
 def _add(tally: Tally, key: str, size: int, n: int = 1) -> None:

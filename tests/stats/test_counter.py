@@ -148,17 +148,45 @@ async def test_zero_window_counts_every_request(tmp_path: Path) -> None:
     assert totals(counter)["files"] == {"pub/x.iso": [3, 30_000]}
 
 
-async def test_dedup_state_stays_bounded(tmp_path: Path) -> None:
+async def test_dedup_state_stays_bounded_and_keeps_the_latest_half(tmp_path: Path) -> None:
+    clock = Clock()
+    app, counter = make(tmp_path, clock, max_clients=50, range_window=600.0)
+
+    def ip(i: int) -> dict[str, str]:
+        return {"x-forwarded-for": f"10.0.{i // 250}.{i % 250}"}
+
+    async with client(app) as c:
+        for i in range(213):
+            await c.get("/pub/x.iso", headers=ip(i))
+            assert counter.remembered <= 50
+        assert counter.remembered > 25
+        clock.now += 1
+        # The last 25 clients (half the bound) are remembered: their resumes count once.
+        for i in range(213 - 25, 213):
+            await c.get("/pub/x.iso", headers={**ip(i), "range": "bytes=5-"})
+        assert counter.deduplicated == 25
+        clock.now += 599  # the resumes were seen 599 s ago, the rest 600 s ago
+        before = counter.remembered
+        assert counter.expire() == before - counter.remembered
+        assert counter.remembered >= 25  # the resumed pairs stay
+        clock.now += 2
+        remembered = counter.remembered
+        assert counter.expire() == remembered and counter.remembered == 0
+
+
+async def test_expire_keeps_a_generation_with_recent_pairs(tmp_path: Path) -> None:
     clock = Clock()
     app, counter = make(tmp_path, clock, max_clients=50, range_window=600.0)
     async with client(app) as c:
-        for i in range(200):
-            await c.get("/pub/x.iso", headers={"x-forwarded-for": f"10.0.{i // 250}.{i % 250}"})
-    assert counter.remembered == 50
-    clock.now += 599
-    assert counter.expire() == 0
-    clock.now += 2
-    assert counter.expire() == 50 and counter.remembered == 0
+        await c.get("/pub/x.iso", headers={"x-forwarded-for": "10.0.0.1"})
+        clock.now += 590
+        await c.get("/pub/x.iso", headers={"x-forwarded-for": "10.0.0.2"})
+        clock.now += 20  # the first pair is 610 s old, the second 20 s
+        assert counter.expire() == 0 and counter.remembered == 2
+        # the old pair no longer deduplicates, the recent one does
+        await c.get("/pub/x.iso", headers={"x-forwarded-for": "10.0.0.1", "range": "bytes=5-"})
+        await c.get("/pub/x.iso", headers={"x-forwarded-for": "10.0.0.2", "range": "bytes=5-"})
+    assert counter.deduplicated == 1
 
 
 async def test_days_roll_over_at_utc_midnight(tmp_path: Path) -> None:
