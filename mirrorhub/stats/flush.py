@@ -139,26 +139,27 @@ def rows_by_kind(
 def upsert_sql(kind: str) -> str:
     """PostgreSQL's atomic add, in asyncpg's parameter style (executemany, no ORM work)."""
     table, column, _ = _TABLES[kind]
-    name = table.name
     return (
-        f"INSERT INTO {name} (day, {column}, downloads, bytes) VALUES ($1, $2, $3, $4)"  # noqa: S608
-        f" ON CONFLICT (day, {column}) DO UPDATE SET"
-        f" downloads = {name}.downloads + excluded.downloads,"
-        f" bytes = {name}.bytes + excluded.bytes"
+        f"INSERT INTO {table.name} (day, {column}, downloads, bytes) VALUES ($1, $2, $3, $4)"  # noqa: S608
+        + _add_on_conflict(table.name, column)
     )
 
 
 def upsert_json_sql(kind: str) -> str:
-    """SQLite's atomic add of every row at once, from one JSON array of ``[day, key,
-    downloads, bytes]`` rows (``WHERE true`` keeps SQLite from reading ``ON CONFLICT`` as
-    part of the join)."""
+    """SQLite's atomic add of the rows of one JSON array of ``[day, key, downloads, bytes]``
+    (``WHERE true`` keeps SQLite from reading ``ON CONFLICT`` as part of the join)."""
     table, column, _ = _TABLES[kind]
-    name = table.name
     return (
-        f"INSERT INTO {name} (day, {column}, downloads, bytes)"  # noqa: S608
+        f"INSERT INTO {table.name} (day, {column}, downloads, bytes)"  # noqa: S608
         " SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]'),"
         " json_extract(value, '$[2]'), json_extract(value, '$[3]')"
-        " FROM json_each(?) WHERE true"
+        " FROM json_each(?) WHERE true" + _add_on_conflict(table.name, column)
+    )
+
+
+def _add_on_conflict(name: str, column: str) -> str:
+    """Add to a stored row instead of failing on it: concurrent flushes add up exactly."""
+    return (
         f" ON CONFLICT (day, {column}) DO UPDATE SET"
         f" downloads = {name}.downloads + excluded.downloads,"
         f" bytes = {name}.bytes + excluded.bytes"
