@@ -245,7 +245,9 @@ class Api:
             allow_private=self.settings.allow_private_mirrors,
             actor=_actor(token),
         )
-        return _ok(self.mirror_json(record, private=True))
+        # After a rename this is where the mirror now lives; the old name is 404.
+        where = {"content-location": f"{PREFIX}mirrors/{record.mirror.name}"}
+        return _ok(self.mirror_json(record, private=True), 200, where)
 
     async def delete_mirror(
         self, request: Request, params: Params, token: tokens.TokenInfo | None

@@ -470,7 +470,8 @@ OPERATIONS: tuple[Operation, ...] = (
     Operation("get", "/-/api/mirrors/{name}", "getMirror", "One mirror", 200, "Mirror",
               _NAMED, parameters=(NAME_PARAM,), tags=("mirrors",)),
     Operation("patch", "/-/api/mirrors/{name}", "editMirror",
-              "Change the given fields; null or \"\" clears an optional one; name renames",
+              "Change the given fields; null or \"\" clears an optional one; name renames "
+              "(Content-Location gives the new URL, the old one is 404)",
               200, "Mirror", (*_WRITE, 404, 409), auth=True, body="MirrorUpdate",
               parameters=(NAME_PARAM,), tags=("mirrors",)),
     Operation("delete", "/-/api/mirrors/{name}", "deleteMirror",

@@ -169,6 +169,29 @@ async def test_mirror_lifecycle(env: Env) -> None:
     assert_error(await env.client.delete("/-/api/mirrors/two", headers=env.auth()), 404)
 
 
+async def test_a_created_mirror_answers_every_named_operation(env: Env) -> None:
+    # The name is stored in lower case; the answer's name and Location are what a client
+    # follows, so each named operation must find the mirror by them.
+    r = await env.post("/-/api/mirrors", {**MIRROR, "name": "QW9"})
+    assert r.status_code == 201, r.text
+    assert (r.json()["name"], r.headers["location"]) == ("qw9", "/-/api/mirrors/qw9")
+    where = r.headers["location"]
+    for path in (where, where.upper().replace("/-/API/MIRRORS/", "/-/api/mirrors/")):
+        assert (await env.client.get(path)).json()["name"] == "qw9"
+    assert (await env.post(f"{where}/disable")).json()["enabled"] is False
+    assert (await env.post(f"{where}/enable")).json()["enabled"] is True
+    assert (await env.post(f"{where}/scan")).status_code == 202
+    r = await env.client.patch(where, json={"capacity": 5}, headers=env.auth())
+    assert (r.status_code, r.headers["content-location"]) == (200, where)
+    # A rename moves it: the answer says where, and the old name is gone.
+    r = await env.client.patch(where, json={"name": "Renamed"}, headers=env.auth())
+    assert (r.status_code, r.headers["content-location"]) == (200, "/-/api/mirrors/renamed")
+    assert_error(await env.post(f"{where}/disable"), 404)
+    assert (await env.post("/-/api/mirrors/renamed/disable")).json()["enabled"] is False
+    r = await env.client.delete("/-/api/mirrors/renamed", headers=env.auth())
+    assert r.status_code == 204
+
+
 async def test_conflicts_and_not_found(env: Env) -> None:
     await env.post("/-/api/mirrors", MIRROR)
     assert_error(await env.post("/-/api/mirrors", {**MIRROR, "name": "ONE"}), 409)
