@@ -82,6 +82,7 @@ class Runner:
         self.rng = rng or random.Random()
         self.running: dict[str, asyncio.Task[None]] = {}
         self.completed = 0
+        self.abandoned = 0  # job tasks still running when shutdown gave up on them
 
     def kind_of(self, key: str) -> JobKind | None:
         return next((k for k in self.kinds if k.matches(key)), None)
@@ -91,7 +92,8 @@ class Runner:
         await leases.sync_jobs(self.sessions, keys, [k.prefix for k in self.kinds])
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Run until ``stop`` is set; then let jobs in flight finish within ``grace``."""
+        """Run until ``stop`` is set; then let jobs in flight finish within ``grace``, cancel
+        the rest and wait at most ``grace`` again for them to end."""
         last_sync = -1e18
         try:
             while not stop.is_set():
@@ -195,4 +197,9 @@ class Runner:
         _, pending = await asyncio.wait(tasks, timeout=self.grace)
         for task in pending:
             task.cancel()
-        await asyncio.gather(*pending, return_exceptions=True)
+        # A job that swallows its cancellation, or a lease release stuck on the database,
+        # must not keep the process from exiting: one more grace period, then leave it.
+        _, stuck = await asyncio.wait(pending, timeout=self.grace)
+        for task in stuck:
+            log.warning("a job did not stop within %s s of its cancellation: %s", self.grace, task)
+        self.abandoned = len(stuck)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 from collections.abc import Callable
 
@@ -115,6 +116,37 @@ async def test_shutdown_abandons_and_releases_a_long_job(sessions: Sessions) -> 
     await asyncio.wait_for(task, 5)
     (job,) = await leases.list_jobs(sessions)
     assert job.lease_owner == "" and job.last_error == "abandoned at shutdown"
+
+
+async def test_shutdown_gives_up_on_a_job_that_ignores_its_cancellation(
+    sessions: Sessions,
+) -> None:
+    started, release = asyncio.Event(), asyncio.Event()
+
+    async def stubborn(key: str) -> JobOutcome:
+        started.set()
+        while not release.is_set():
+            # e.g. a library that retries through a cancellation
+            with contextlib.suppress(asyncio.CancelledError):
+                await release.wait()
+        return JobOutcome(True)
+
+    async def only_probe() -> list[str]:
+        return ["probe"]
+
+    runner = Runner(
+        sessions, [JobKind("probe", 30, Backoff(1, 1), stubborn)], only_probe, owner="w1",
+        tick=0.01, grace=0.1,
+    )  # fmt: skip
+    stop = asyncio.Event()
+    task = asyncio.create_task(runner.run(stop))
+    await asyncio.wait_for(started.wait(), 5)
+    stop.set()
+    done, _ = await asyncio.wait({task}, timeout=5)  # without the limit: until ``release``
+    release.set()
+    assert task in done and runner.abandoned == 1
+    await asyncio.sleep(0.1)  # let the job end; it records its run as it would have
+    assert runner.running == {}
 
 
 async def test_an_expired_lease_is_taken_over(sessions: Sessions) -> None:
