@@ -3,7 +3,7 @@
 The files are IPv6 databases with IPv4 stored under ``::/96`` (``::a.b.c.d``), as MaxMind and
 DB-IP do; readers find IPv4 addresses there. ``mmdb-writer`` does not alias
 ``::ffff:a.b.c.d`` to that subtree, so lookups must normalise IPv4-mapped addresses first
-(:func:`mirrorhub.geo.normalise` does).
+(:func:`mirrorhub.proxies.normalise` does).
 
 Files are written to a temporary name and renamed into place: a reader may have the old file
 memory-mapped, and rewriting a mapped file in place can crash that process.

@@ -22,7 +22,7 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
 from mirrorhub import auth
-from mirrorhub.geo import resolve_client
+from mirrorhub.proxies import resolve_client
 from mirrorhub.web.state import AppState
 from mirrorhub.web.templating import make_templates
 

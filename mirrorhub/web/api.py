@@ -32,9 +32,9 @@ from mirrorhub.db.models import JobRow
 from mirrorhub.db.repositories import MirrorRecord, record_json
 from mirrorhub.domain import Client, Options, Scheme
 from mirrorhub.errors import Conflict, InvalidPath, MirrorhubError, NotFound, ValidationError
-from mirrorhub.geo import parse_address, resolve_client
 from mirrorhub.load import LoadView, mirror_load
 from mirrorhub.paths import normalize_path
+from mirrorhub.proxies import parse_address, resolve_client
 from mirrorhub.web import openapi
 from mirrorhub.web.openapi import MAX_BODY, Operation
 from mirrorhub.web.state import AppState

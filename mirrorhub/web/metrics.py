@@ -41,7 +41,7 @@ from starlette.routing import BaseRoute, Route
 
 from mirrorhub.db.models import MirrorRow, MirrorScanRow, MirrorStateRow, ProbeResultRow
 from mirrorhub.domain import Outcome
-from mirrorhub.geo import resolve_client
+from mirrorhub.proxies import resolve_client
 from mirrorhub.web.redirect import ClientContext, Recorder, Scope
 from mirrorhub.web.state import AppState
 

@@ -22,10 +22,11 @@ from urllib.parse import parse_qsl
 from mirrorhub import countries
 from mirrorhub.domain import Client, Decision, Options, Outcome, Scheme
 from mirrorhub.errors import InvalidPath
-from mirrorhub.geo import GeoLocator, parse_address, resolve_client
+from mirrorhub.geo import GeoLocator
 from mirrorhub.index import Index, IndexHolder
 from mirrorhub.load import LoadView
 from mirrorhub.paths import normalize_path, quote_path
+from mirrorhub.proxies import parse_address, resolve_client
 from mirrorhub.selection import Profile
 from mirrorhub.settings import Settings
 from mirrorhub.web.wire import header_lines
