@@ -23,11 +23,11 @@ from sqlalchemy import select
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.datastructures import URLPath
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 from starlette.routing import BaseRoute, Match, NoMatchFound, request_response
 from starlette.types import Receive, Scope, Send
 
-from mirrorhub import countries, services, tokens
+from mirrorhub import services, tokens
 from mirrorhub.db.models import JobRow
 from mirrorhub.db.repositories import MirrorRecord, record_json
 from mirrorhub.domain import Client, Options, Scheme
@@ -36,48 +36,27 @@ from mirrorhub.load import LoadView, mirror_load
 from mirrorhub.paths import normalize_path
 from mirrorhub.proxies import parse_address, resolve_client
 from mirrorhub.web import openapi
-from mirrorhub.web.openapi import MAX_BODY, Operation
+from mirrorhub.web.api_io import (
+    NO_STORE,
+    ApiError,
+    bool_param,
+    country_param,
+    country_set,
+    error,
+    ok,
+    query_value,
+    read_json,
+)
+from mirrorhub.web.api_stats import stats_handlers
+from mirrorhub.web.openapi import Operation
 from mirrorhub.web.state import AppState
 from mirrorhub.web.views import decision_json
 
 log = logging.getLogger(__name__)
 
 PREFIX = "/-/api/"
-_NO_STORE = {"cache-control": "no-store"}
-_MAX_QUERY_VALUE = 256
 Params = dict[str, str]
 Handler = Callable[[Request, Params, "tokens.TokenInfo | None"], Awaitable[Response]]
-
-
-class ApiError(Exception):
-    def __init__(
-        self,
-        status: int,
-        message: str,
-        fields: dict[str, str] | None = None,
-        headers: dict[str, str] | None = None,
-    ) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
-        self.fields = fields
-        self.headers = headers
-
-
-def error(
-    status: int,
-    message: str,
-    fields: dict[str, str] | None = None,
-    headers: dict[str, str] | None = None,
-) -> JSONResponse:
-    body: dict[str, Any] = {"error": message}
-    if fields:
-        body["fields"] = fields
-    return JSONResponse(body, status, headers={**_NO_STORE, **(headers or {})})
-
-
-def _ok(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> JSONResponse:
-    return JSONResponse(body, status, headers={**_NO_STORE, **(headers or {})})
 
 
 # --- routing ----------------------------------------------------------------------------------
@@ -150,7 +129,7 @@ class Api:
             "fileDecision": self.file_decision,
             "openapi": self.openapi_document,
         }
-        self.handlers.update(_stats_handlers(self))
+        self.handlers.update(stats_handlers(self))
 
     async def handle(self, request: Request) -> Response:
         try:
@@ -213,11 +192,11 @@ class Api:
         records = await services.list_mirrors(self.sessions)
         view = self.load_view()  # one view for the whole list
         private = token is not None
-        return _ok({"mirrors": [self.mirror_json(r, private=private, load=view) for r in records]})
+        return ok({"mirrors": [self.mirror_json(r, private=private, load=view) for r in records]})
 
     async def get_mirror(self, request: Request, params: Params, token: Any) -> Response:
         record = await services.get_mirror(self.sessions, params["name"])
-        return _ok(self.mirror_json(record, private=token is not None))
+        return ok(self.mirror_json(record, private=token is not None))
 
     async def create_mirror(
         self, request: Request, params: Params, token: tokens.TokenInfo | None
@@ -230,7 +209,7 @@ class Api:
             actor=_actor(token),
         )
         name = record.mirror.name
-        return _ok(
+        return ok(
             self.mirror_json(record, private=True), 201, {"location": f"{PREFIX}mirrors/{name}"}
         )
 
@@ -247,13 +226,13 @@ class Api:
         )
         # After a rename this is where the mirror now lives; the old name is 404.
         where = {"content-location": f"{PREFIX}mirrors/{record.mirror.name}"}
-        return _ok(self.mirror_json(record, private=True), 200, where)
+        return ok(self.mirror_json(record, private=True), 200, where)
 
     async def delete_mirror(
         self, request: Request, params: Params, token: tokens.TokenInfo | None
     ) -> Response:
         await services.remove_mirror(self.sessions, params["name"], actor=_actor(token))
-        return Response(status_code=204, headers=_NO_STORE)
+        return Response(status_code=204, headers=NO_STORE)
 
     async def enable_mirror(
         self, request: Request, params: Params, token: tokens.TokenInfo | None
@@ -261,7 +240,7 @@ class Api:
         record = await services.set_enabled(
             self.sessions, params["name"], True, actor=_actor(token)
         )
-        return _ok(self.mirror_json(record, private=True))
+        return ok(self.mirror_json(record, private=True))
 
     async def disable_mirror(
         self, request: Request, params: Params, token: tokens.TokenInfo | None
@@ -269,7 +248,7 @@ class Api:
         record = await services.set_enabled(
             self.sessions, params["name"], False, actor=_actor(token)
         )
-        return _ok(self.mirror_json(record, private=True))
+        return ok(self.mirror_json(record, private=True))
 
     async def scan_mirror(self, request: Request, params: Params, token: Any) -> Response:
         """Bring the worker pool's scan job forward; without workers, scan here.
@@ -290,14 +269,14 @@ class Api:
 
                 await leases.run_soon(self.sessions, key, self.state.clock())
             body = {"mirror": name, "status": "running" if leased else "queued", "runner": "worker"}
-            return _ok(body, 202)
+            return ok(body, 202)
         if name in self.scans:
-            return _ok({"mirror": name, "status": "running", "runner": "dispatcher"}, 202)
+            return ok({"mirror": name, "status": "running", "runner": "dispatcher"}, 202)
         self.scans.add(name)
         task = asyncio.create_task(self._scan(record))
         self.state.tasks.append(task)
         task.add_done_callback(self._scan_done)
-        return _ok({"mirror": name, "status": "queued", "runner": "dispatcher"}, 202)
+        return ok({"mirror": name, "status": "queued", "runner": "dispatcher"}, 202)
 
     async def _scan(self, record: MirrorRecord) -> None:
         from mirrorhub.workers.mirror_scan import scan_mirror
@@ -336,7 +315,7 @@ class Api:
         )
         address = resolved.address
         if "address" in query:
-            given = _query_value(query, "address")
+            given = query_value(query, "address")
             parsed = parse_address(given)
             if parsed is None:
                 raise ApiError(400, "address must be an IPv4 or IPv6 address",
@@ -347,11 +326,11 @@ class Api:
             scheme = Scheme.HTTPS if resolved.forwarded_proto == "https" else Scheme.HTTP
         options = Options(
             scheme=scheme,
-            https_only=_bool_param(query, "https"),
-            country=_country(_query_value(query, "country"), "country")
+            https_only=bool_param(query, "https"),
+            country=country_param(query_value(query, "country"), "country")
             if "country" in query
             else None,
-            avoid=_countries(_query_value(query, "avoid"), "avoid")
+            avoid=country_set(query_value(query, "avoid"), "avoid")
             if "avoid" in query
             else frozenset(),
         )
@@ -365,7 +344,7 @@ class Api:
         # The same load view the hot path uses, so the shares are the ones it applies.
         load = self.load_view()
         decision = index.decide(pos, client, options, self.rng, full=True, now=now, load=load)
-        return _ok(decision_json(decision, index.sha256_digest(pos), load))
+        return ok(decision_json(decision, index.sha256_digest(pos), load))
 
     async def openapi_document(self, request: Request, params: Params, token: Any) -> Response:
         return Response(self.document, media_type="application/json")
@@ -378,156 +357,6 @@ _CHALLENGE_INVALID = {"www-authenticate": 'Bearer realm="mirrorhub", error="inva
 def _actor(token: tokens.TokenInfo | None) -> str:
     assert token is not None  # write operations are authenticated by the router
     return f"token:{token.name}"
-
-
-# --- input ------------------------------------------------------------------------------------
-
-
-async def read_json(request: Request) -> Any:
-    """The request body as JSON, capped at MAX_BODY bytes; ApiError 400/413/415 otherwise."""
-    media = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
-    if media != "application/json" and not (
-        media.startswith("application/") and media.endswith("+json")
-    ):
-        raise ApiError(415, "send the body as application/json")
-    length = request.headers.get("content-length")
-    if length is not None and (not length.isdecimal() or int(length) > MAX_BODY):
-        raise ApiError(413, f"the body must be at most {MAX_BODY} bytes")
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > MAX_BODY:
-            raise ApiError(413, f"the body must be at most {MAX_BODY} bytes")
-        chunks.append(chunk)
-    try:
-        return json.loads(b"".join(chunks), parse_constant=_no_constant)
-    except RecursionError:
-        raise ApiError(400, "the JSON body is nested too deeply") from None
-    except ValueError as exc:  # JSONDecodeError, bad UTF-8, huge integers
-        raise ApiError(400, f"the body is not valid JSON: {str(exc)[:200]}") from None
-
-
-def _no_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not JSON")
-
-
-def _query_value(query: Any, name: str) -> str:
-    value = str(query[name])
-    if len(value) > _MAX_QUERY_VALUE:
-        raise ApiError(400, f"{name} is too long", {name: "too long"})
-    return value
-
-
-def _bool_param(query: Any, name: str) -> bool:
-    if name not in query:
-        return False
-    value = _query_value(query, name).lower()
-    if value in ("", "1", "true", "yes"):
-        return True
-    if value in ("0", "false", "no"):
-        return False
-    raise ApiError(400, f"{name} must be true or false", {name: "true or false"})
-
-
-def _int_param(query: Any, name: str, default: int, low: int, high: int) -> int:
-    if name not in query:
-        return default
-    value = _query_value(query, name)
-    if not (value.isascii() and value.isdecimal()) or not low <= int(value) <= high:
-        raise ApiError(400, f"{name} must be a whole number from {low} to {high}",
-                       {name: f"{low}..{high}"})  # fmt: skip
-    return int(value)
-
-
-def _countries(value: str, name: str) -> frozenset[str]:
-    return frozenset(_country(c, name) for c in value.split(",")) if value else frozenset()
-
-
-def _country(value: str, name: str) -> str:
-    # Exactly the document's enum (upper case): what the schema refuses, the API refuses.
-    code = value
-    if code not in countries.COUNTRIES:
-        raise ApiError(400, f"{name}: not an ISO 3166 country code", {name: "not a country code"})
-    return code
-
-
-# --- output -----------------------------------------------------------------------------------
-
-
-# --- statistics -------------------------------------------------------------------------------
-
-
-def _stats_handlers(api: Api) -> dict[str, Handler]:
-    """Handlers over mirrorhub.stats.queries (imported lazily: the API works without it)."""
-
-    def period(request: Request) -> Any:
-        from mirrorhub.stats.queries import Period
-
-        days = _int_param(request.query_params, "days", 30, 1, 366)
-        return Period.last_days(days, api.state.clock())
-
-    def limit(request: Request) -> int:
-        return _int_param(request.query_params, "limit", 20, 1, 1000)
-
-    def span(p: Any) -> dict[str, Any]:
-        return {"from": p.first.isoformat(), "to": p.last.isoformat(), "days": p.days}
-
-    async def summary(request: Request, params: Params, token: Any) -> Response:
-        from mirrorhub.stats import queries as q
-
-        p, n = period(request), limit(request)
-        async with api.sessions() as session:
-            result = await q.summary(session, p, n)
-        return _ok(result.to_json())
-
-    async def files(request: Request, params: Params, token: Any) -> Response:
-        from mirrorhub.stats import queries as q
-
-        p, n = period(request), limit(request)
-        async with api.sessions() as session:
-            rows = await q.top_files(session, p, n)
-        return _ok({**span(p), "items": q.files_json(rows)})
-
-    async def mirrors(request: Request, params: Params, token: Any) -> Response:
-        from mirrorhub.stats import queries as q
-
-        p = period(request)
-        async with api.sessions() as session:
-            rows = await q.per_mirror(session, p)
-        return _ok({**span(p), "items": q.mirrors_json(rows)})
-
-    async def by_country(request: Request, params: Params, token: Any) -> Response:
-        from mirrorhub.stats import queries as q
-
-        p = period(request)
-        async with api.sessions() as session:
-            rows = await q.per_country(session, p)
-        return _ok({**span(p), "items": q.countries_json(rows)})
-
-    async def days(request: Request, params: Params, token: Any) -> Response:
-        from mirrorhub.stats import queries as q
-
-        p = period(request)
-        async with api.sessions() as session:
-            rows = await q.per_day(session, p)
-        return _ok({**span(p), "items": q.series_json(rows)})
-
-    async def months(request: Request, params: Params, token: Any) -> Response:
-        from mirrorhub.stats import queries as q
-
-        async with api.sessions() as session:
-            rows = await q.per_month(session)
-        return _ok({"items": q.series_json(rows, "month")})
-
-    return {
-        "statsSummary": summary,
-        "statsFiles": files,
-        "statsMirrors": mirrors,
-        "statsCountries": by_country,
-        "statsDays": days,
-        "statsMonths": months,
-    }
 
 
 class PrefixRoute(BaseRoute):
