@@ -195,6 +195,8 @@ class Runner:
         if not tasks:
             return
         _, pending = await asyncio.wait(tasks, timeout=self.grace)
+        if not pending:
+            return
         for task in pending:
             task.cancel()
         # A job that swallows its cancellation, or a lease release stuck on the database,

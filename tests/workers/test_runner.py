@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -94,36 +94,60 @@ async def test_two_workers_never_run_the_same_job_at_once(sessions: Sessions) ->
     assert r1.completed + r2.completed == 3
 
 
-async def test_shutdown_abandons_and_releases_a_long_job(sessions: Sessions) -> None:
+async def stopped_during_a_probe(
+    sessions: Sessions, job: Callable[[str, asyncio.Event], Awaitable[JobOutcome]]
+) -> tuple[Runner, asyncio.Task[None]]:
+    """A runner (grace 0.1 s) whose only job is ``job(key, started)``, told to stop once
+    the job has set ``started``; the runner's task is returned still running."""
     started = asyncio.Event()
 
-    async def slow(key: str) -> JobOutcome:
-        started.set()
-        await asyncio.sleep(60)
-        return JobOutcome(True)
+    async def run(key: str) -> JobOutcome:
+        return await job(key, started)
 
     async def only_probe() -> list[str]:
         return ["probe"]
 
     runner = Runner(
-        sessions, [JobKind("probe", 30, Backoff(1, 1), slow)], only_probe, owner="w1",
+        sessions, [JobKind("probe", 30, Backoff(1, 1), run)], only_probe, owner="w1",
         tick=0.01, grace=0.1,
     )  # fmt: skip
-    stop = asyncio.Event()
-    task = asyncio.create_task(runner.run(stop))
+    task = asyncio.create_task(runner.run(stop := asyncio.Event()))
     await asyncio.wait_for(started.wait(), 5)
     stop.set()
+    return runner, task
+
+
+async def test_shutdown_abandons_and_releases_a_long_job(sessions: Sessions) -> None:
+    async def slow(key: str, started: asyncio.Event) -> JobOutcome:
+        started.set()
+        await asyncio.sleep(60)
+        return JobOutcome(True)
+
+    _, task = await stopped_during_a_probe(sessions, slow)
     await asyncio.wait_for(task, 5)
     (job,) = await leases.list_jobs(sessions)
     assert job.lease_owner == "" and job.last_error == "abandoned at shutdown"
 
 
+async def test_shutdown_lets_a_job_finish_within_the_grace(sessions: Sessions) -> None:
+    async def short(key: str, started: asyncio.Event) -> JobOutcome:
+        started.set()
+        await asyncio.sleep(0.05)
+        return JobOutcome(True)
+
+    runner, task = await stopped_during_a_probe(sessions, short)
+    await asyncio.wait_for(task, 5)
+    (job,) = await leases.list_jobs(sessions)
+    assert (runner.completed, runner.abandoned) == (1, 0)
+    assert job.lease_owner == "" and job.last_error == "" and job.failures == 0
+
+
 async def test_shutdown_gives_up_on_a_job_that_ignores_its_cancellation(
     sessions: Sessions,
 ) -> None:
-    started, release = asyncio.Event(), asyncio.Event()
+    release = asyncio.Event()
 
-    async def stubborn(key: str) -> JobOutcome:
+    async def stubborn(key: str, started: asyncio.Event) -> JobOutcome:
         started.set()
         while not release.is_set():
             # e.g. a library that retries through a cancellation
@@ -131,17 +155,7 @@ async def test_shutdown_gives_up_on_a_job_that_ignores_its_cancellation(
                 await release.wait()
         return JobOutcome(True)
 
-    async def only_probe() -> list[str]:
-        return ["probe"]
-
-    runner = Runner(
-        sessions, [JobKind("probe", 30, Backoff(1, 1), stubborn)], only_probe, owner="w1",
-        tick=0.01, grace=0.1,
-    )  # fmt: skip
-    stop = asyncio.Event()
-    task = asyncio.create_task(runner.run(stop))
-    await asyncio.wait_for(started.wait(), 5)
-    stop.set()
+    runner, task = await stopped_during_a_probe(sessions, stubborn)
     done, _ = await asyncio.wait({task}, timeout=5)  # without the limit: until ``release``
     release.set()
     assert task in done and runner.abandoned == 1
