@@ -36,6 +36,7 @@ from mirrorhub.load import LoadView, mirror_load
 from mirrorhub.paths import normalize_path
 from mirrorhub.proxies import parse_address, resolve_client
 from mirrorhub.web import openapi
+from mirrorhub.web.api_body import body_to_fields
 from mirrorhub.web.api_io import (
     NO_STORE,
     ApiError,
@@ -201,7 +202,7 @@ class Api:
     async def create_mirror(
         self, request: Request, params: Params, token: tokens.TokenInfo | None
     ) -> Response:
-        fields = openapi.body_to_fields(await read_json(request), partial=False)
+        fields = body_to_fields(await read_json(request), partial=False)
         record = await services.add_mirror(
             self.sessions,
             fields,
@@ -216,7 +217,7 @@ class Api:
     async def edit_mirror(
         self, request: Request, params: Params, token: tokens.TokenInfo | None
     ) -> Response:
-        changes = openapi.body_to_fields(await read_json(request), partial=True)
+        changes = body_to_fields(await read_json(request), partial=True)
         record = await services.edit_mirror(
             self.sessions,
             params["name"],

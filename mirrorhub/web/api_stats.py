@@ -48,29 +48,18 @@ def stats_handlers(api: Api) -> dict[str, Handler]:
             rows = await q.top_files(session, p, n)
         return ok({**span(p), "items": q.files_json(rows)})
 
-    async def mirrors(request: Request, params: Params, token: Any) -> Response:
-        from mirrorhub.stats import queries as q
+    def per_period(query: str, to_json: str) -> Handler:
+        """A handler answering ``queries.<query>`` over the period, as ``queries.<to_json>``."""
 
-        p = period(request)
-        async with api.sessions() as session:
-            rows = await q.per_mirror(session, p)
-        return ok({**span(p), "items": q.mirrors_json(rows)})
+        async def handler(request: Request, params: Params, token: Any) -> Response:
+            from mirrorhub.stats import queries as q
 
-    async def by_country(request: Request, params: Params, token: Any) -> Response:
-        from mirrorhub.stats import queries as q
+            p = period(request)
+            async with api.sessions() as session:
+                rows = await getattr(q, query)(session, p)
+            return ok({**span(p), "items": getattr(q, to_json)(rows)})
 
-        p = period(request)
-        async with api.sessions() as session:
-            rows = await q.per_country(session, p)
-        return ok({**span(p), "items": q.countries_json(rows)})
-
-    async def days(request: Request, params: Params, token: Any) -> Response:
-        from mirrorhub.stats import queries as q
-
-        p = period(request)
-        async with api.sessions() as session:
-            rows = await q.per_day(session, p)
-        return ok({**span(p), "items": q.series_json(rows)})
+        return handler
 
     async def months(request: Request, params: Params, token: Any) -> Response:
         from mirrorhub.stats import queries as q
@@ -82,8 +71,8 @@ def stats_handlers(api: Api) -> dict[str, Handler]:
     return {
         "statsSummary": summary,
         "statsFiles": files,
-        "statsMirrors": mirrors,
-        "statsCountries": by_country,
-        "statsDays": days,
+        "statsMirrors": per_period("per_mirror", "mirrors_json"),
+        "statsCountries": per_period("per_country", "countries_json"),
+        "statsDays": per_period("per_day", "series_json"),
         "statsMonths": months,
     }
