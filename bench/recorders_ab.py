@@ -8,8 +8,9 @@ busy machine: the same code measured 7-15 us for its recorders from one run to t
 Here one app (the request mix, index and load view of bench/hotpath.py) runs the same
 10,000 requests in alternating passes (CPU time) with no recorder, with the recorders
 ``create_app`` gives it, and with the baseline checkout's statistics counter, load recorder,
-metrics recorder and ``_fan_out``, loaded from its files and fed their own copy of the load
-view. Only those four files come from the baseline: the dispatcher is this checkout's.
+metrics recorder and its fused ``HotRecorder`` (``web/recording.py``; ``_fan_out`` of
+``web/app.py`` before that existed), loaded from its files and fed their own copy of the load
+view. Only those files come from the baseline: the dispatcher is this checkout's.
 Prints the fastest and the median pass per mode, and the recorders' share (minus "alone").
 """
 
@@ -65,8 +66,13 @@ def baseline_recorder(base: Path, app: Dispatcher, view: Any) -> Any:
         max_clients=settings.stats_range_clients,
         clock=state.clock,
     )
+    redirects = metrics.RedirectMetrics(CollectorRegistry())
+    if (pkg / "web" / "recording.py").exists():
+        # Built directly: combine() tells recorders apart by this checkout's classes.
+        recording = load_module("baseline_recording", pkg / "web" / "recording.py")
+        return recording.HotRecorder(stats, load, redirects)
     # The order create_app registers them in.
-    return app_module._fan_out([load, stats, metrics.RedirectMetrics(CollectorRegistry())])
+    return app_module._fan_out([load, stats, redirects])
 
 
 async def compare(app: Dispatcher, scopes: list[dict[str, Any]], base: Path, passes: int) -> Any:
