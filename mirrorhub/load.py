@@ -165,7 +165,10 @@ class LoadView:
             self.warm.add(mirror)
             if mbps >= capacity:
                 self.below_capacity.discard(mirror)
-        f = load_factor(mbps / capacity, self.soft, self.hard)
+        utilisation = mbps / capacity
+        if utilisation <= self.soft:  # load_factor's 1: not held back (the usual case)
+            return
+        f = load_factor(utilisation, self.soft, self.hard)
         if f < 1.0:
             self.factors[mirror] = f
             if f == 0.0:

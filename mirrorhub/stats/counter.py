@@ -156,7 +156,7 @@ class StatsCounter(Recorder):
                 self._seen = seen = {}
         seen[key] = now
         self._newest = now
-        if last is not None and now - last < self._window and _has_range(scope["headers"]):
+        if last is not None and now - last < self._window and has_range(scope["headers"]):
             self.deduplicated += 1
             return True
         return False
@@ -264,7 +264,7 @@ def _add(tally: Tally, key: str, size: int, n: int = 1) -> None:
         counts[1] += n * size
 
 
-def _has_range(headers: Sequence[tuple[bytes, bytes]]) -> bool:
+def has_range(headers: Sequence[tuple[bytes, bytes]]) -> bool:
     # A plain loop: any() over a generator costs twice as much on the hot path.
     for name, _ in headers:  # noqa: SIM110
         if name == b"range":
