@@ -24,6 +24,7 @@ from typing import Any
 
 from mirrorhub import countries
 from mirrorhub.domain import Client, Decision, Location, Options, OriginFile, OriginReason
+from mirrorhub.fifo import FifoCache
 from mirrorhub.index.networks import NetworkTable
 from mirrorhub.index.source import FileTuple, IndexConfig, MirrorPair
 from mirrorhub.load import LoadView
@@ -73,8 +74,8 @@ class Index:
         self.kinds: list[bytes | None] = []
         self.confirmations: dict[int, dict[int, float]] = {}
         self.live = 0
-        self._rendered: dict[int, tuple[bytes, bytes | None]] = {}
-        self._bands: dict[tuple[int, int, int], FastBand | None] = {}
+        self._rendered: FifoCache[int, tuple[bytes, bytes | None]] = FifoCache(RENDER_CACHE_SIZE)
+        self._bands: FifoCache[tuple[int, int, int], FastBand | None] = FifoCache(config.band_cache)
         self._serials = itertools.count(1)
         self._mirrors: tuple[MirrorPair, ...] | None = None
         self._mirror_ids: list[int] = []  # by position
@@ -112,7 +113,10 @@ class Index:
         self.networks = NetworkTable(self.slots)
         self._slot_of = {s.mirror.name: s.idx for s in self.slots}  # shared by the profiles
         self._asns = frozenset(s.mirror.asn for s in self.slots if s.mirror.asn is not None)
-        self._profiles: dict[tuple[object, ...], Profile] = {}  # rankings read every mirror fact
+        # Rankings read every mirror fact: a new set of mirrors starts a new cache.
+        self._profiles: FifoCache[tuple[object, ...], Profile] = FifoCache(
+            self.config.ranking_cache
+        )
         return True
 
     # --- files ---
@@ -217,7 +221,7 @@ class Index:
     def touch(self, pos: int) -> None:
         """Forget what was cached about the file at ``pos``."""
         self.stamps[pos] = (self.stamps[pos] + 1) & 0xFFFFFFFF
-        self._rendered.pop(pos, None)
+        self._rendered.pop(pos)
 
     def _origin_flags(self, paths: Sequence[str], sizes: Sequence[int]) -> bytes:
         """Each file's index into _ORIGIN_REASONS: 1 too small, 2 an origin-only name."""
@@ -271,26 +275,22 @@ class Index:
         key = (members, loc, options, effective)
         profile = self._profiles.get(key)
         if profile is None:
-            if len(self._profiles) >= self.config.ranking_cache:
-                del self._profiles[next(iter(self._profiles))]  # oldest first
             coarse = Client(client.address, loc)
             profile = rank_mirrors(self.slots, coarse, options, members, effective, self._slot_of)
             profile = dataclasses.replace(profile, serial=next(self._serials))
-            self._profiles[key] = profile
+            self._profiles.put(key, profile)
         return profile
 
     def rendered(self, pos: int) -> tuple[bytes, bytes | None]:
         """The file's %-encoded path and its ``Digest`` header value (cached, bounded)."""
         hit = self._rendered.get(pos)
         if hit is None:
-            if len(self._rendered) >= RENDER_CACHE_SIZE:
-                del self._rendered[next(iter(self._rendered))]
             digest = self.sha256_digest(pos)
             hit = (
                 quote_path(self.paths[pos]).encode("ascii"),
                 b"SHA-256=" + base64.b64encode(digest) if digest is not None else None,
             )
-            self._rendered[pos] = hit
+            self._rendered.put(pos, hit)
         return hit
 
     def fast_pick(
@@ -314,9 +314,7 @@ class Index:
             found = band_walk(
                 profile, *self._facts(pos), self.config.band, self.config.alternates, False
             )
-            if len(self._bands) >= self.config.band_cache:
-                del self._bands[next(iter(self._bands))]  # oldest first
-            self._bands[key] = found
+            self._bands.put(key, found)
         if found is not None:
             alternates, size = self.config.alternates, self.sizes[pos]
             return pick_in_band(found, profile, rng, alternates, load, size), False

@@ -22,6 +22,7 @@ from urllib.parse import parse_qsl
 from mirrorhub import countries
 from mirrorhub.domain import Client, Decision, Options, Outcome, Scheme
 from mirrorhub.errors import InvalidPath
+from mirrorhub.fifo import FifoCache
 from mirrorhub.geo import GeoLocator
 from mirrorhub.index import Index, IndexHolder
 from mirrorhub.load import LoadView
@@ -111,12 +112,14 @@ class Dispatcher:
             self._describedby_room = (
                 MAX_LINK_VALUE - len(self._describedby) - len(_DESCRIBEDBY_TAIL)
             )
-        self._contexts: dict[tuple[object, ...], ClientContext] = {}
+        self._contexts: FifoCache[tuple[object, ...], ClientContext] = FifoCache(CONTEXT_CACHE_SIZE)
         self._trusted_peers: dict[str, bool] = {}
-        self._paths: dict[str, str] = {}
+        self._paths: FifoCache[str, str] = FifoCache(PATH_CACHE_SIZE)
         # Keyed by (profile serial, position, file stamp, chosen mirror): the serials are
         # the index's own, so the cache belongs to one Index object.
-        self._answers: dict[tuple[int, int, int, int], bytes | None] = {}
+        self._answers: FifoCache[tuple[int, int, int, int], bytes | None] = FifoCache(
+            ANSWER_CACHE_SIZE
+        )
         self._answers_index: Index | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -184,9 +187,7 @@ class Dispatcher:
             path = self._paths.get(raw_path)
             if path is None:
                 path = normalize_path(raw_path)  # a pure function: remember valid paths
-                if len(self._paths) >= PATH_CACHE_SIZE:
-                    del self._paths[next(iter(self._paths))]  # oldest first
-                self._paths[raw_path] = path
+                self._paths.put(raw_path, path)
             ctx, profile, accept = self.context(scope, index)
         except (InvalidPath, BadRequest) as exc:
             await _plain(send, 400, f"bad request: {exc}\n".encode())
@@ -259,9 +260,7 @@ class Dispatcher:
         lines = self._answers.get(key, _MISS)
         if lines is _MISS:
             lines = header_lines(self.redirect_headers(index, pos, profile, picks))
-            if len(self._answers) >= ANSWER_CACHE_SIZE:
-                del self._answers[next(iter(self._answers))]  # oldest first
-            self._answers[key] = lines
+            self._answers.put(key, lines)
         return lines  # type: ignore[return-value]
 
     def redirect_headers(
@@ -335,9 +334,7 @@ class Dispatcher:
         ctx = self._contexts.get(key)
         if ctx is None:
             ctx, profile = self._new_context(scope, host, index)
-            if len(self._contexts) >= CONTEXT_CACHE_SIZE:
-                del self._contexts[next(iter(self._contexts))]  # oldest first
-            self._contexts[key] = ctx
+            self._contexts.put(key, ctx)
             return ctx, profile, accept
         kept = ctx.ranking()
         if kept is not None and ctx.version == index.version:
@@ -345,7 +342,7 @@ class Dispatcher:
         # A new index, or the ranking left the index's cache: rank (or find) it again.
         profile = index.profile(ctx.client, ctx.options)
         ctx = dataclasses.replace(ctx, version=index.version, ranking=weakref.ref(profile))
-        self._contexts[key] = ctx
+        self._contexts.put(key, ctx)
         return ctx, profile, accept
 
     def _new_context(

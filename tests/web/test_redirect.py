@@ -104,7 +104,7 @@ async def test_cached_clients_do_not_keep_rankings_the_index_dropped(
 ) -> None:
     app = make_app(geo, tmp_path)
     index = app.holder.current
-    index.config = dataclasses.replace(index.config, ranking_cache=1)
+    index._profiles.limit = 1  # MIRRORHUB_RANKING_CACHE_SIZE=1, set after the build
     async with client(app, peer="192.0.2.10") as berlin:
         assert (await berlin.get("/pub/x.iso")).headers["x-mirrorhub-mirror"] == "de1"
     (ctx,) = app._contexts.values()
@@ -362,7 +362,7 @@ def test_kept_302s_belong_to_one_index(geo: GeoLocator, tmp_path: Path) -> None:
     app = make_app(geo, tmp_path)
     scope = {"type": "http", "method": "GET", "path": "/pub/x.iso", "headers": [],
              "client": ("192.0.2.10", 1234), "query_string": b""}  # fmt: skip
-    app._paths["/pub/x.iso"] = "pub/x.iso"  # as a first request through ``answer`` leaves it
+    app._paths.put("/pub/x.iso", "pub/x.iso")  # as a first request through ``answer`` leaves it
     for _ in range(2):
         lines = app.fast_redirect(scope)
         assert lines is not None and b"location: http://de1.example/pub/pub/x.iso\r\n" in lines
