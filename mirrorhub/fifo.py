@@ -3,8 +3,8 @@
 The hot path's caches (request paths, client contexts, rankings, bands, rendered answers)
 used to evict with ``del d[next(iter(d))]`` on a plain dict. CPython leaves a deleted entry
 as a hole at the front of the dict's entry table until the next resize, and ``next(iter(d))``
-walks over every hole: at 32,768 entries one eviction cost ~22 µs (measured), against
-~0.25 µs here, where a deque remembers the order of insertion. Lookups stay a plain
+walks over every hole: at 32,768 entries one eviction cost ~21 µs (measured), against
+~0.6 µs for :meth:`FifoCache.put`, where a deque remembers the order of insertion. Lookups stay a plain
 ``dict.get``: :attr:`FifoCache.get` is the dict's own bound method.
 """
 
