@@ -219,6 +219,12 @@ def free_port() -> int:
         return port
 
 
+# ``--pin``: the servers on CPU 0, wrk on the others (taskset), so that the client never
+# shares a core with the server it measures.
+WRK_PREFIX: list[str] = []
+SERVER_CPUS: set[int] | None = None
+
+
 def start_server(name: str, argv: list[str], workdir: Path) -> Server:
     port = free_port()
     log = workdir / f"{name}.log"
@@ -229,6 +235,8 @@ def start_server(name: str, argv: list[str], workdir: Path) -> Server:
             stderr=subprocess.STDOUT,
             cwd=BENCH.parent,
         )
+    if SERVER_CPUS is not None:
+        os.sched_setaffinity(process.pid, SERVER_CPUS)
     return Server(name, port, process, log)
 
 
@@ -362,6 +370,7 @@ def run_wrk(
     """One wrk run; adds req/s and the server's CPU time per request (robust to noise)."""
     url = server.url
     cmd = [
+        *WRK_PREFIX,
         "wrk",
         f"-t{threads}",
         f"-c{connections}",
@@ -512,6 +521,11 @@ def main(argv: list[str] | None = None) -> int:
         help="also run bare-full's fixed answer through mirrorhub's direct protocol path "
         "(no decision: the floor of that path)",
     )
+    parser.add_argument(
+        "--pin",
+        action="store_true",
+        help="run the servers on CPU 0 and wrk on the other CPUs (taskset)",
+    )
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory")
     parser.add_argument(
@@ -541,6 +555,13 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(f"--variant {text!r}: want NAME=JSON with a new name")
         variants.append((name, json.loads(extra)))
     args.variants = variants
+    if args.pin:
+        global SERVER_CPUS
+        cpus = sorted(os.sched_getaffinity(0))
+        if len(cpus) < 2:
+            parser.error("--pin needs two CPUs")
+        SERVER_CPUS = {cpus[0]}
+        WRK_PREFIX[:] = ["taskset", "-c", ",".join(str(c) for c in cpus[1:])]
     for name in ("duration", "warmup", "connections", "threads", "rounds", "files", "mirrors"):
         if getattr(args, name) <= 0 and name != "warmup":
             parser.error(f"--{name} must be positive")

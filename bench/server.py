@@ -23,9 +23,10 @@ switches for finding where the time goes, never used by mirrorhub itself:
   time) and prints them, with the garbage collector's figures, when the server stops
   (counted from start-up; ``kill -USR1`` starts them again, e.g. after a warm-up);
 * ``"timers": true`` (or ``"cpu"``: thread CPU time instead of wall time) times the
-  dispatcher's stages (context, fast pick, the 302's start
-  message, the recorders) with ``perf_counter_ns`` around each call, to compare with the
-  same calls in-process (bench/hotpath.py); reported with the counters;
+  dispatcher's stages (context, fast pick, band lookup, the 302's start message, the
+  recorders, and ``fast_redirect`` as a whole: stages nest, each timer's own cost
+  inside) with ``perf_counter_ns`` around each call, to compare with the same calls
+  in-process (bench/hotpath.py); reported with the counters;
 * ``"stock_protocol": true`` serves mirrorhub with uvicorn's own httptools protocol
   instead of mirrorhub.web.protocol (every request through ASGI);
 * ``"gc_threshold": [t0, t1, t2]`` sets the collector's thresholds once the app started;
@@ -256,6 +257,14 @@ def _install_timers(kind: str) -> None:
         if hasattr(D, name):
             setattr(D, name, _timed(f"Dispatcher.{name}", getattr(D, name)))
     index.Index.fast_pick = _timed("Index.fast_pick", index.Index.fast_pick)
+    if hasattr(index.Index, "fast_band"):
+        index.Index.fast_band = _timed("Index.fast_band", index.Index.fast_band)
+    D.fast_redirect = _timed("Dispatcher.fast_redirect", D.fast_redirect)  # type: ignore[method-assign]
+    from mirrorhub.web import recording
+
+    recording.HotRecorder.record = _timed(  # type: ignore[method-assign]
+        "HotRecorder.record", recording.HotRecorder.record
+    )
     redirect.normalize_path = _timed("normalize_path", paths.normalize_path)
     fan_out = app_module._fan_out
 
