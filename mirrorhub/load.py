@@ -156,6 +156,8 @@ class LoadView:
         )
 
     def add(self, mirror: str, nbytes: int) -> None:
+        # mirrorhub.web.recording.HotRecorder stores the new estimate itself while a mirror
+        # is below WARM and the soft limit, and calls this otherwise: change both together.
         capacity = self.capacities.get(mirror)
         if not capacity:
             return

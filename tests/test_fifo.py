@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import random
 
-from mirrorhub.fifo import FifoCache
+from mirrorhub.fifo import FifoCache, SpreadFifo
 
 
 def test_keeps_the_newest_within_its_limit() -> None:
@@ -70,3 +70,28 @@ def test_pops_of_a_cache_that_never_fills_do_not_grow_it() -> None:
         cache.pop(step % 3)
         cache.put(step % 3, step)
     assert len(cache) == 3 and len(cache._order) <= 2 * 8
+
+
+def test_spread_entries_share_one_bound_and_go_oldest_first() -> None:
+    kept: SpreadFifo[int, str] = SpreadFifo(3)
+    a: dict[int, str] = {}
+    b: dict[int, str] = {}
+    kept.put(a, 1, "a1")
+    kept.put(b, 1, "b1")
+    kept.put(a, 2, "a2")
+    kept.put(a, 1, "a1 again")  # stored again: no second place in the order
+    assert len(kept) == 3 and a == {1: "a1 again", 2: "a2"} and b == {1: "b1"}
+    kept.put(b, 2, "b2")  # past the bound: a's first entry, the oldest, goes
+    assert a == {2: "a2"} and b == {1: "b1", 2: "b2"} and len(kept) == 3
+    kept.put(a, 3, "a3")
+    assert b == {2: "b2"} and a == {2: "a2", 3: "a3"}
+
+
+def test_spread_entries_stay_bounded_over_many_owners() -> None:
+    kept: SpreadFifo[int, int] = SpreadFifo(50)
+    owners: list[dict[int, int]] = [{} for _ in range(40)]
+    for n in range(2_000):
+        kept.put(owners[n % 40], n % 7, n)
+    assert sum(len(o) for o in owners) == len(kept) == 50
+    kept.forget()
+    assert len(kept) == 0

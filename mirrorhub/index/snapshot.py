@@ -76,6 +76,8 @@ class Index:
         self.live = 0
         self._rendered: FifoCache[int, tuple[bytes, bytes | None]] = FifoCache(RENDER_CACHE_SIZE)
         self._bands: FifoCache[tuple[int, int, int], FastBand | None] = FifoCache(config.band_cache)
+        # The dispatcher that keeps its rendered answers on this index's bands (FastBand.answers).
+        self.answers_owner: object | None = None
         self._serials = itertools.count(1)
         self._mirrors: tuple[MirrorPair, ...] | None = None
         self._mirror_ids: list[int] = []  # by position
@@ -308,13 +310,7 @@ class Index:
         The band (everything but the random draw) is cached per (profile, file): popular
         files asked for from the same region cost a dict lookup and one draw.
         """
-        key = (profile.serial, pos, self.stamps[pos])
-        found = self._bands.get(key, _MISS)
-        if found is _MISS:
-            found = band_walk(
-                profile, *self._facts(pos), self.config.band, self.config.alternates, False
-            )
-            self._bands.put(key, found)
+        found = self.fast_band(pos, profile)
         if found is not None:
             alternates, size = self.config.alternates, self.sizes[pos]
             return pick_in_band(found, profile, rng, alternates, load, size), False
@@ -330,6 +326,18 @@ class Index:
                 self.sizes[pos],
             )
         return None
+
+    def fast_band(self, pos: int, profile: Profile) -> FastBand | None:
+        """The band of current copies for (profile, file), cached; None when no mirror in
+        the ranking holds a current copy."""
+        key = (profile.serial, pos, self.stamps[pos])
+        found = self._bands.get(key, _MISS)
+        if found is _MISS:
+            found = band_walk(
+                profile, *self._facts(pos), self.config.band, self.config.alternates, False
+            )
+            self._bands.put(key, found)
+        return found  # type: ignore[no-any-return]
 
     def _facts(
         self, pos: int

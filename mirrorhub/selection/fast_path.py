@@ -91,6 +91,9 @@ class FastBand:
     # ``confirmations``, then ``tolerate``): a pick that has to look past the spill
     # candidates (:func:`_further_positions`) holds the mirrors there to the same rules.
     walked: WalkedFacts = field(default=("", 0.0, None, None, None, False), compare=False)
+    # The 302's header lines per chosen position, kept by the dispatcher that owns the
+    # index (mirrorhub.web.redirect: they follow from the band and the chosen mirror).
+    answers: dict[int, bytes | None] = field(default_factory=dict, compare=False)
 
 
 def band_walk(
@@ -170,7 +173,19 @@ def pick_in_band(
     load: LoadView | None = None,
     size: int = 0,
 ) -> list[int]:
-    """Draw the mirror (capacity-weighted, held back by load), then list the alternates.
+    """Draw the mirror (:func:`draw_in_band`), then list the alternates after it."""
+    return band_order(found, draw_in_band(found, profile, rng, load, size), alternates)
+
+
+def draw_in_band(
+    found: FastBand,
+    profile: Profile,
+    rng: random.Random,
+    load: LoadView | None = None,
+    size: int = 0,
+) -> int:
+    """The chosen mirror's position in ``profile.ranked``: capacity-weighted, held back by
+    load.
 
     With a warm load view, the band's factors are computed first. When none holds a member
     back, :func:`~mirrorhub.load.weighted_pick` would make the plain capacity-weighted draw
@@ -181,34 +196,34 @@ def pick_in_band(
     :func:`_held_back_pick` decides. Otherwise all factors go to ``weighted_pick``.
     ``choose`` does the same. ``profile`` is the ranking ``found`` was walked in.
     """
-    first = -1
-    if load is None or not load.warm:
-        pass  # the plain capacity-weighted draw below
-    elif load.stopped.issuperset(found.member_names) and load.stopped.issuperset(found.spill_names):
-        # load_factors would give 0 for each (a factor of 0 stays 0 whatever the file's
-        # size): the branch below that ends in _held_back_pick, without its loops.
-        first = _held_back_pick(found, profile, load, size, rng)
-    else:
+    if load is not None and load.warm:
+        if load.stopped.issuperset(found.member_names) and load.stopped.issuperset(
+            found.spill_names
+        ):
+            # load_factors would give 0 for each (a factor of 0 stays 0 whatever the file's
+            # size): the branch below that ends in _held_back_pick, without its loops.
+            return _held_back_pick(found, profile, load, size, rng)
         band_f = load_factors(load, found.member_names, size)
         if band_f.count(1.0) != len(band_f):
             if 1.0 in band_f:  # a member with room takes what the held-back ones shed
                 in_band, k = weighted_pick(found.member_caps, band_f, (), (), rng)
-                first = found.members[k] if in_band else found.others[k]
-            else:
-                spill_f = load_factors(load, found.spill_names, size)
-                if any(band_f) or any(spill_f):
-                    in_band, k = weighted_pick(
-                        found.member_caps, band_f, found.spill_caps, spill_f, rng
-                    )
-                    first = found.members[k] if in_band else found.others[k]
-                else:
-                    first = _held_back_pick(found, profile, load, size, rng)
-    if first < 0:
-        cumulative = found.cumulative
-        n = bisect.bisect_right(cumulative, rng.random() * cumulative[-1])
-        first = found.members[min(n, len(cumulative) - 1)]
+                return found.members[k] if in_band else found.others[k]
+            spill_f = load_factors(load, found.spill_names, size)
+            if any(band_f) or any(spill_f):
+                in_band, k = weighted_pick(
+                    found.member_caps, band_f, found.spill_caps, spill_f, rng
+                )
+                return found.members[k] if in_band else found.others[k]
+            return _held_back_pick(found, profile, load, size, rng)
+    cumulative = found.cumulative
+    n = bisect.bisect_right(cumulative, rng.random() * cumulative[-1])
+    return found.members[min(n, len(cumulative) - 1)]
+
+
+def band_order(found: FastBand, first: int, alternates: int) -> list[int]:
+    """``first``, then the alternates: band members by capacity, then the candidates after
+    the band; ``alternates + 1`` positions at most."""
     order = [first]
-    # The alternates: band members by capacity, then the candidates after the band.
     head = found.head if found.head_alternates >= alternates else found.by_capacity + found.others
     for i in head:
         if i != first:

@@ -89,9 +89,21 @@ class RedirectProtocol(HttpToolsProtocol):
         if fast is None:
             super().on_headers_complete()
             return
-        if not self._may_answer_now():
+        # Only a body-less request on an idle, writable connection (checked here, not in a
+        # helper: a call per request costs more than these lines).
+        cycle = self.cycle
+        if (
+            (cycle is not None and not cycle.response_complete)  # pipelined behind one
+            or self.flow.write_paused
+            or self.expect_100_continue
+            or self.parser.should_upgrade()
+        ):
             self._to_asgi()
             return
+        for name, _ in self.headers:
+            if name in _BODY_HEADERS:
+                self._to_asgi()
+                return
         url = self.url
         query = b""
         if b"?" in url:
@@ -133,7 +145,7 @@ class RedirectProtocol(HttpToolsProtocol):
             self.server_state.total_requests += 1  # as uvicorn's completion counts it
         elif self.pipeline or self.flow.read_paused:
             # Not seen: both only happen behind an unfinished response, which
-            # _may_answer_now refuses; uvicorn's completion would handle them.
+            # the checks above refuse; uvicorn's completion would handle them.
             self.on_response_complete()  # counts the request, resumes, starts what waits
         else:
             self.server_state.total_requests += 1
@@ -155,17 +167,6 @@ class RedirectProtocol(HttpToolsProtocol):
         self.url, self.headers, self.expect_100_continue = url, headers, expect
         self.scope["headers"] = headers
         super().on_headers_complete()
-
-    def _may_answer_now(self) -> bool:
-        """Only a body-less request on an idle, writable connection."""
-        cycle = self.cycle
-        if cycle is not None and not cycle.response_complete:
-            return False  # pipelined behind an unfinished response: keep uvicorn's order
-        if self.flow.write_paused:
-            return False
-        if self.expect_100_continue or self.parser.should_upgrade():
-            return False
-        return all(name not in _BODY_HEADERS for name, _ in self.headers)
 
     def _idle_check(self) -> None:
         self._idle_timer = None

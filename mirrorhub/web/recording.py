@@ -24,6 +24,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from mirrorhub.domain import Outcome
+from mirrorhub.load import WARM as _WARM
 from mirrorhub.stats.counter import StatsCounter, has_range
 from mirrorhub.web.loadsync import LoadRecorder
 from mirrorhub.web.metrics import LATENCY_BUCKETS, RedirectMetrics
@@ -110,7 +111,16 @@ class HotRecorder(Recorder):
             # Load (LoadRecorder.add, within the current step).
             size = index.sizes[pos]
             load.pending[mirror] += size
-            load.view.add(mirror, size)
+            # LoadView.add, in line while the mirror is below both the watch and the soft
+            # limit (the usual case: only the new estimate is stored).
+            view = load.view
+            capacity = view.capacities.get(mirror)
+            if capacity:
+                mbps = view.mbps.get(mirror, 0.0) + size * 8 / 1e6 / view.window
+                if mbps < _WARM * capacity and mbps / capacity <= view.soft:
+                    view.mbps[mirror] = mbps
+                else:
+                    view.add(mirror, size)
             if counted and stats is not None:  # Statistics (StatsCounter.record).
                 client = ctx.client
                 key = id(client) ^ hash(scope.get("path") or "/" + index.paths[pos])

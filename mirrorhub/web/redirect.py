@@ -10,6 +10,7 @@ workers or jinja2; a layering test guards that.
 from __future__ import annotations
 
 import base64
+import bisect
 import dataclasses
 import random
 import time
@@ -22,13 +23,14 @@ from urllib.parse import parse_qsl
 from mirrorhub import countries
 from mirrorhub.domain import Client, Decision, Options, Outcome, Scheme
 from mirrorhub.errors import InvalidPath
-from mirrorhub.fifo import FifoCache
+from mirrorhub.fifo import FifoCache, SpreadFifo
 from mirrorhub.geo import GeoLocator
 from mirrorhub.index import Index, IndexHolder
 from mirrorhub.load import LoadView
 from mirrorhub.paths import normalize_path, quote_path
 from mirrorhub.proxies import parse_address, resolve_client
 from mirrorhub.selection import Profile
+from mirrorhub.selection.fast_path import FastBand, band_order, draw_in_band
 from mirrorhub.settings import Settings
 from mirrorhub.web.wire import header_lines
 
@@ -121,6 +123,10 @@ class Dispatcher:
             ANSWER_CACHE_SIZE
         )
         self._answers_index: Index | None = None
+        # Answers of band picks, kept on the index's cached bands (Index.fast_band) under
+        # one bound: found by the band already in hand, without building a key.
+        self._band_answers: SpreadFifo[int, bytes | None] = SpreadFifo(ANSWER_CACHE_SIZE)
+        self._owns_bands = False
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":  # lifespan, websocket
@@ -151,7 +157,7 @@ class Dispatcher:
         if path is None:
             return None  # not seen yet: ``answer`` validates and remembers it
         pos = index.positions.get(path)
-        if pos is None or index.origin_reason(pos) is not None:
+        if pos is None or index.origin_flags[pos]:  # origin_reason(pos) is not None
             return None
         try:
             ctx, profile, accept = self.context(scope, index)
@@ -161,13 +167,37 @@ class Dispatcher:
             accept and self.views and _accept_view(accept, self.views.names)
         ):
             return None
-        picks = index.fast_pick(pos, profile, self.rng, self.clock(), self.load)
-        if picks is None:
-            return None
-        lines = self.answer_lines(index, pos, profile, picks)
+        if index is not self._answers_index:
+            self._new_answers_index(index)
+        found: FastBand | None = None
+        if self._owns_bands:
+            # Index.fast_band's cache lookup and, with no warm load view, draw_in_band's
+            # plain draw, in line: two calls fewer per request.
+            cached = index._bands.get((profile.serial, pos, index.stamps[pos]), _MISS)
+            if cached is _MISS:
+                cached = index.fast_band(pos, profile)
+            found = cached  # type: ignore[assignment]
+        lines: bytes | None
+        if found is not None:
+            load = self.load
+            if load is None or not load.warm:
+                cumulative = found.cumulative
+                n = bisect.bisect_right(cumulative, self.rng.random() * cumulative[-1])
+                first = found.members[min(n, len(cumulative) - 1)]
+            else:
+                first = draw_in_band(found, profile, self.rng, load, index.sizes[pos])
+            kept = found.answers.get(first, _MISS)
+            if kept is _MISS:
+                kept = self.band_answer(index, pos, profile, found, first)
+            lines = kept  # type: ignore[assignment]
+        else:
+            picks = index.fast_pick(pos, profile, self.rng, self.clock(), self.load)
+            if picks is None:
+                return None
+            first = picks[0][0]
+            lines = self.answer_lines(index, pos, profile, picks)
         if lines is not None and recorder is not None:
-            name = profile.mirror_names[picks[0][0]]
-            recorder.record(Outcome.MIRROR, name, pos, ctx, scope, started)
+            recorder.record(Outcome.MIRROR, profile.mirror_names[first], pos, ctx, scope, started)
         return lines
 
     async def answer(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -251,17 +281,41 @@ class Dispatcher:
         the chosen mirror and whether it is an outdated pick (made only when the file has no
         band of current copies), is fixed by the ranking and the file's facts
         (``Index.fast_pick``); tests/web/test_redirect.py holds kept and fresh answers equal.
+        ``fast_redirect`` keeps most answers on the band instead (:meth:`band_answer`); these
+        are the outdated picks and those of a dispatcher that does not own the index's bands.
         """
         order = picks[0]
         if index is not self._answers_index:
-            self._answers.clear()
-            self._answers_index = index
+            self._new_answers_index(index)
         key = (profile.serial, pos, index.stamps[pos], order[0])
         lines = self._answers.get(key, _MISS)
         if lines is _MISS:
             lines = header_lines(self.redirect_headers(index, pos, profile, picks))
             self._answers.put(key, lines)
         return lines  # type: ignore[return-value]
+
+    def band_answer(
+        self, index: Index, pos: int, profile: Profile, found: FastBand, first: int
+    ) -> bytes | None:
+        """The 302's header lines for ``first`` drawn from the band ``found`` of (profile,
+        file at ``pos``), made and kept on the band (``fast_redirect`` reads them there).
+        As with :meth:`answer_lines`, everything in them follows from the band and the
+        chosen mirror; tests/web/test_redirect.py holds kept and fresh answers equal."""
+        order = band_order(found, first, index.config.alternates)
+        lines = header_lines(self.redirect_headers(index, pos, profile, (order, False)))
+        self._band_answers.put(found.answers, first, lines)
+        return lines
+
+    def _new_answers_index(self, index: Index) -> None:
+        """Kept answers belong to one Index object (its serials start again): drop the old
+        ones, and keep this one's band answers on its bands unless another dispatcher
+        already does (they would hold that dispatcher's Link lines)."""
+        self._answers.clear()
+        self._band_answers.forget()
+        self._answers_index = index
+        if index.answers_owner is None:
+            index.answers_owner = self
+        self._owns_bands = index.answers_owner is self
 
     def redirect_headers(
         self, index: Index, pos: int, profile: Profile, picks: tuple[list[int], bool]
@@ -322,7 +376,9 @@ class Dispatcher:
         """
         peer = scope.get("client")
         host = peer[0] if peer else None
-        trusted = self._peer_trusted(host)
+        trusted = self._trusted_peers.get(host)  # type: ignore[arg-type]
+        if trusted is None:
+            trusted = self._peer_trusted(host)
         accept = None
         forwarded: list[bytes] = []
         for name, value in scope["headers"]:

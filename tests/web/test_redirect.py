@@ -25,6 +25,7 @@ from mirrorhub.geo import GeoLocator
 from mirrorhub.index import IndexConfig, IndexHolder, IndexSource, build_index
 from mirrorhub.load import LoadView
 from mirrorhub.selection import Band, load_factors
+from mirrorhub.selection.fast_path import band_order, draw_in_band
 from mirrorhub.settings import Settings
 from mirrorhub.web.origin import OriginServer
 from mirrorhub.web.redirect import Dispatcher
@@ -352,9 +353,70 @@ def test_a_kept_302_equals_one_made_for_the_pick(  # type: ignore[no-untyped-def
                 lines = app.answer_lines(index, pos, profile, picks)
                 made = app.redirect_headers(index, pos, profile, picks)
                 assert lines == b"".join(b"%s: %s\r\n" % h for h in made)
+                # The same for answers kept on the band (fast_redirect's common case).
+                found = index.fast_band(pos, profile)
+                if found is None:
+                    continue
+                first = draw_in_band(found, profile, rng, load, index.sizes[pos])
+                kept = found.answers.get(first)
+                band_lines = kept or app.band_answer(index, pos, profile, found, first)
+                order = band_order(found, first, config.alternates)
+                made = app.redirect_headers(index, pos, profile, (order, False))
+                assert band_lines == b"".join(b"%s: %s\r\n" % h for h in made)
         # A file changed in place (new hash and time) gets new entries.
         fid, path, size, mtime, _, changed = files[round_ % len(files)]
         index.put_file((fid, path, size, mtime + 1, SHA[::-1], changed + 100.0))
+
+
+@pytest.mark.parametrize("warm", [False, True])
+def test_the_direct_answer_is_the_fast_pick_with_its_headers(
+    geo: GeoLocator, tmp_path: Path, warm: bool
+) -> None:
+    """``fast_redirect`` looks bands up and draws in line: over many draws it answers what
+    ``Index.fast_pick`` picks with the same random state, headers made for that pick."""
+    app = make_app(geo, tmp_path)
+    index = app.holder.current
+    if warm:  # de1 held back: the draw goes through draw_in_band's load factors
+        app.load = LoadView({"de1": 0.3}, {}, {m.name: 100 for m in MIRRORS})
+        app.load.warm.update(m.name for m in MIRRORS)
+    chosen = set()
+    for n, (path, peer) in enumerate(
+        # Berlin: de1 alone in the band; Japan: all three (the draw decides).
+        [("/pub/x.iso", "192.0.2.10"), ("/pub/a b+ü@.iso", "198.51.100.7")] * 40
+    ):
+        scope = {"type": "http", "method": "GET", "path": path, "headers": [],
+                 "client": (peer, 1234), "scheme": "http", "query_string": b""}  # fmt: skip
+        app._paths.put(path, path[1:])
+        app.rng = random.Random(n)
+        lines = app.fast_redirect(scope)
+        _, profile, _ = app.context(scope, index)
+        pos = index.positions[path[1:]]
+        picks = index.fast_pick(pos, profile, random.Random(n), 0.0, app.load)
+        assert picks is not None and lines is not None
+        made = app.redirect_headers(index, pos, profile, picks)
+        assert lines == b"".join(b"%s: %s\r\n" % h for h in made)
+        chosen.add(profile.mirror_names[picks[0][0]])
+    assert len(chosen) > 1  # the band held several mirrors: the draw was exercised
+
+
+def test_two_dispatchers_on_one_index_keep_their_own_answers(
+    geo: GeoLocator, tmp_path: Path
+) -> None:
+    """Answers kept on an index's bands belong to the first dispatcher that used the index;
+    another one (other settings, other Link lines) keeps its own."""
+    first = make_app(geo, tmp_path)
+    second = make_app(geo, tmp_path, public_url="https://dl.example.org/")
+    second.holder.current = first.holder.current
+    scope = {"type": "http", "method": "GET", "path": "/pub/x.iso", "headers": [],
+             "client": ("192.0.2.10", 1234), "scheme": "http", "query_string": b""}  # fmt: skip
+    for app in (first, second, first, second):
+        app._paths.put("/pub/x.iso", "pub/x.iso")
+    ours = b"</pub/x.iso.meta4>; rel=describedby"
+    theirs = b"<https://dl.example.org/pub/x.iso.meta4>; rel=describedby"
+    for _ in range(3):
+        a, b = first.fast_redirect(scope), second.fast_redirect(scope)
+        assert a is not None and ours in a and theirs not in a
+        assert b is not None and theirs in b and ours not in b
 
 
 def test_kept_302s_belong_to_one_index(geo: GeoLocator, tmp_path: Path) -> None:
