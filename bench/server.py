@@ -232,6 +232,23 @@ def _timed(name: str, fn: Any) -> Any:
     return wrapper
 
 
+def _timed_async(name: str, fn: Any) -> Any:
+    """Wall time of a coroutine function's calls, from start to finish."""
+    import time
+
+    cell = TIMERS.setdefault(name, [0, 0])
+
+    async def wrapper(*args: Any, **kwargs: Any) -> Any:
+        started = time.perf_counter_ns()
+        try:
+            return await fn(*args, **kwargs)
+        finally:
+            cell[0] += 1
+            cell[1] += time.perf_counter_ns() - started
+
+    return wrapper
+
+
 def _install_timers(kind: str) -> None:
     """``kind`` "wall" (perf_counter_ns: includes time the thread was preempted) or "cpu"
     (thread_time_ns: the thread's CPU time; a system call per reading, so the wrapper's own
@@ -266,6 +283,12 @@ def _install_timers(kind: str) -> None:
         "HotRecorder.record", recording.HotRecorder.record
     )
     redirect.normalize_path = _timed("normalize_path", paths.normalize_path)
+    from mirrorhub.stats import flush
+
+    # Wall time from start to end (an async call: the loop serves requests meanwhile).
+    flush.StatsFlusher.flush = _timed_async(  # type: ignore[method-assign]
+        "StatsFlusher.flush (wall, async)", flush.StatsFlusher.flush
+    )
     fan_out = app_module._fan_out
 
     def timed_fan_out(recorders: list[Any]) -> Any:
