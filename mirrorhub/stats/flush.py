@@ -34,7 +34,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from mirrorhub.db.models import StatsCountryDailyRow, StatsFileDailyRow, StatsMirrorDailyRow
 from mirrorhub.stats.counter import DayCounts, StatsCounter, Tally
-from mirrorhub.stats.sqlite_writer import SqliteStatsWriter, sqlite_file
+from mirrorhub.stats.sqlite_writer import sqlite_file, write_statements
 
 log = logging.getLogger(__name__)
 
@@ -188,7 +188,7 @@ async def write_batch(sessions: async_sessionmaker[AsyncSession], batch: Batch) 
     each retake waits for it, so a 9,000-row flush under load cost ~0.4 s of CPU (~5 us per
     redirect at 17,000/s) instead of ~40 ms. (One array for the whole flush, ~1 MB, left
     the dispatcher ~11 MB larger: glibc keeps such blocks' pages.) The flusher sends SQLite
-    database files to :class:`~mirrorhub.stats.sqlite_writer.SqliteStatsWriter` instead,
+    database files to :func:`~mirrorhub.stats.sqlite_writer.write_statements` instead,
     which writes the same statements from the event loop; only an in-memory SQLite
     database comes here.
     """
@@ -236,7 +236,6 @@ class StatsFlusher:
     last_success: float | None = None  # clock time of the last good flush
     last_error: str | None = None
     _lock: asyncio.Lock = field(default_factory=asyncio.Lock, init=False, repr=False)
-    _sqlite: SqliteStatsWriter | None = field(default=None, init=False, repr=False)
 
     @property
     def pending_downloads(self) -> int:
@@ -285,22 +284,14 @@ class StatsFlusher:
             return True
 
     async def _write(self, batch: Batch) -> None:
-        """SQLite files through :class:`SqliteStatsWriter` (from the event loop: see
-        mirrorhub.stats.sqlite_writer), everything else through :func:`write_batch`."""
+        """SQLite files through :func:`~mirrorhub.stats.sqlite_writer.write_statements`
+        (from the event loop: see that module), everything else through
+        :func:`write_batch`."""
         path = sqlite_file(self.sessions)
         if path is None:
             await write_batch(self.sessions, batch)
-            return
-        if self._sqlite is None or self._sqlite.path != path:
-            self.close()
-            self._sqlite = SqliteStatsWriter(path)
-        await self._sqlite.execute(sqlite_statements(rows_by_kind(batch, _iso_day)))
-
-    def close(self) -> None:
-        """Close the SQLite writer's connection (the next flush opens one again)."""
-        if self._sqlite is not None:
-            self._sqlite.close()
-            self._sqlite = None
+        else:
+            await write_statements(path, sqlite_statements(rows_by_kind(batch, _iso_day)))
 
     def _succeeded(self) -> None:
         if self.failures:
@@ -318,11 +309,8 @@ class StatsFlusher:
                 break
             await self.flush()
             self.counter.expire()
-        try:
-            if not await self.flush(SHUTDOWN_TIMEOUT):
-                log.error(
-                    "statistics: %d downloads could not be written at shutdown",
-                    self.pending_downloads,
-                )
-        finally:
-            self.close()
+        if not await self.flush(SHUTDOWN_TIMEOUT):
+            log.error(
+                "statistics: %d downloads could not be written at shutdown",
+                self.pending_downloads,
+            )

@@ -4,10 +4,11 @@ aiosqlite runs every statement in its own thread, which needs the GIL back after
 one. Under load the event loop releases and retakes the GIL around every poll of the
 socket, so that thread is woken again and again without getting it: measured with a busy
 loop, one 10,000-row flush took 15-20 s and cost that thread 2-3 s of CPU (~40 ms when
-the loop is idle), and under wrk the statistics flush cost the dispatcher 2-3 µs per
-redirect (docs/performance.md, "session 8"). A flush written here, in statements of
+the loop is idle); in the wrk benchmark server the flush's mean wall time was 134 ms
+(docs/performance.md, "session 8"). A flush written here, in statements of
 :data:`~mirrorhub.stats.flush.JSON_ROWS` rows with a return to the loop after each, costs
-the loop ~1 ms per statement and no other thread anything.
+the loop ~1 ms per statement and no other thread anything (34 ms mean under wrk; the
+write lock is held that much shorter, throughput did not change measurably).
 
 The connection is the standard library's, opened on the database file itself (``mode=rw``:
 never creating one) with no busy wait: a write lock held elsewhere (an in-process worker
@@ -30,59 +31,38 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 BUSY_RETRY = 0.05  # seconds between attempts to take SQLite's write lock
 
 
-class SqliteStatsWriter:
-    """Writes flush batches to the SQLite database file ``path`` (see the module docstring)."""
+async def write_statements(path: str, statements: Iterable[tuple[str, str]]) -> None:
+    """Run ``(sql, json_payload)`` statements on the SQLite file ``path`` in one
+    transaction, returning to the loop after each; on any failure nothing is committed.
 
-    def __init__(self, path: str) -> None:
-        self.path = path
-        self._con: sqlite3.Connection | None = None
+    A connection per flush (opening one costs ~0.1 ms every few seconds): nothing stays
+    open between flushes, and a failed one is never reused. Closing it rolls back what an
+    unfinished transaction wrote.
+    """
+    uri = f"file:{quote(path)}?mode=rw"
+    con = sqlite3.connect(uri, uri=True, timeout=0, isolation_level=None)
+    try:
+        con.execute("PRAGMA synchronous=NORMAL")  # as mirrorhub.db.session's connections
+        await _begin(con)
+        for sql, payload in statements:
+            con.execute(sql, (payload,))
+            await asyncio.sleep(0)
+        con.execute("COMMIT")
+    finally:
+        con.close()
 
-    async def execute(self, statements: Iterable[tuple[str, str]]) -> None:
-        """Run ``(sql, json_payload)`` statements in one transaction, yielding to the
-        loop after each; on any failure nothing is committed."""
-        con = self._connection()
+
+async def _begin(con: sqlite3.Connection) -> None:
+    """``BEGIN IMMEDIATE``, retried every BUSY_RETRY seconds while another connection
+    holds the write lock (the caller's time limit bounds the wait)."""
+    while True:
         try:
-            await self._begin(con)
-            for sql, payload in statements:
-                con.execute(sql, (payload,))
-                await asyncio.sleep(0)
-            con.execute("COMMIT")
-        except BaseException:
-            self._abandon()
-            raise
-
-    def close(self) -> None:
-        if self._con is not None:
-            self._con.close()
-            self._con = None
-
-    def _connection(self) -> sqlite3.Connection:
-        if self._con is None:
-            uri = f"file:{quote(self.path)}?mode=rw"
-            con = sqlite3.connect(uri, uri=True, timeout=0, isolation_level=None)
-            try:
-                con.execute("PRAGMA synchronous=NORMAL")  # as mirrorhub.db.session's
-            except BaseException:
-                con.close()
+            con.execute("BEGIN IMMEDIATE")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) and "busy" not in str(exc):
                 raise
-            self._con = con
-        return self._con
-
-    @staticmethod
-    async def _begin(con: sqlite3.Connection) -> None:
-        while True:
-            try:
-                con.execute("BEGIN IMMEDIATE")
-                return
-            except sqlite3.OperationalError as exc:
-                if "locked" not in str(exc) and "busy" not in str(exc):
-                    raise
-            await asyncio.sleep(BUSY_RETRY)
-
-    def _abandon(self) -> None:
-        """Drop the connection after a failure: closing it rolls back what the transaction
-        wrote, and the next flush starts on a fresh one (a failed one may be in any state)."""
-        self.close()
+        await asyncio.sleep(BUSY_RETRY)
 
 
 def sqlite_file(sessions: async_sessionmaker[AsyncSession]) -> str | None:

@@ -63,7 +63,6 @@ async def test_a_flush_yields_to_the_loop_after_every_statement(
     assert ticks >= files // JSON_ROWS  # one turn of the loop per 500-row statement at least
     got = await stored(sessions)
     assert len(got["files"]) == files and got["mirrors"] == {(D, "de1"): (files, files * 10)}
-    flusher.close()
 
 
 async def test_a_write_lock_held_elsewhere_is_waited_for_without_blocking(
@@ -83,7 +82,6 @@ async def test_a_write_lock_held_elsewhere_is_waited_for_without_blocking(
     other.close()
     assert await flush, flusher.last_error
     assert (await stored(sessions))["files"] == {(D, "pub/x.iso"): (2, 200)}
-    flusher.close()
 
 
 async def test_a_failed_statement_commits_nothing_and_keeps_the_counts(
@@ -103,7 +101,6 @@ async def test_a_failed_statement_commits_nothing_and_keeps_the_counts(
     got = await stored(sessions)
     assert got["files"] == {(D, "pub/x.iso"): (2, 200)}
     assert got["countries"] == {(D, "DE"): (2, 200)}
-    flusher.close()
 
 
 async def test_a_missing_database_file_is_not_created(tmp_path: Path) -> None:
