@@ -416,15 +416,15 @@ class Dispatcher:
         return ClientContext(index.version, client, options, weakref.ref(profile), view), profile
 
     def _peer_trusted(self, host: str | None) -> bool:
-        if not self.trusted or host is None:
+        """Whether ``host`` is a trusted proxy, worked out and remembered: ``context``
+        reads ``_trusted_peers`` first and calls this only for a peer not seen yet."""
+        if host is None:
             return False
-        known = self._trusted_peers.get(host)
-        if known is None:
-            address = parse_address(host)
-            known = address is not None and any(address in net for net in self.trusted)
-            if len(self._trusted_peers) >= CONTEXT_CACHE_SIZE:
-                self._trusted_peers.clear()
-            self._trusted_peers[host] = known
+        address = parse_address(host) if self.trusted else None
+        known = address is not None and any(address in net for net in self.trusted)
+        if len(self._trusted_peers) >= CONTEXT_CACHE_SIZE:
+            self._trusted_peers.clear()
+        self._trusted_peers[host] = known
         return known
 
     def _derived(self, index: Index, path: str) -> tuple[int, str] | None:
