@@ -217,7 +217,10 @@ def draw_in_band(
             return _held_back_pick(found, profile, load, size, rng)
     cumulative = found.cumulative
     n = bisect.bisect_right(cumulative, rng.random() * cumulative[-1])
-    return found.members[min(n, len(cumulative) - 1)]
+    # Past the end only when the product rounds up to the total. A conditional, not min():
+    # the builtin costs ~150 ns more on this path.
+    members = found.members
+    return members[n] if n < len(members) else members[-1]
 
 
 def band_order(found: FastBand, first: int, alternates: int) -> list[int]:

@@ -28,9 +28,10 @@ rare and cost at most one count.
 The dedup state is two generations of plain dicts (pair -> time last seen): new sightings
 go into the current one, which becomes the previous one (and the previous one is dropped)
 once it holds half of ``max_clients``. So it never outgrows ``max_clients`` entries, the
-last ``max_clients / 2`` pairs seen are always remembered, and a sighting costs two or three
-dict operations (an ``OrderedDict`` kept in least-recently-seen order cost twice as much,
-and its linked nodes miss the cache under load). The window itself is checked with the
+last ``max_clients / 2`` pairs seen are always remembered, and a sighting costs one dict
+store (a ranged request, the only kind that can repeat, one or two lookups before it; an
+``OrderedDict`` kept in least-recently-seen order cost twice as much, and its linked nodes
+miss the cache under load). The window itself is checked with the
 stored times; the flusher also drops a generation whose pairs are all older than it
 (:meth:`expire`).
 """
@@ -148,18 +149,20 @@ class StatsCounter(Recorder):
         """Remember the (client, file) pair ``key``; True for a ranged request repeating it
         within the window (counted as deduplicated, not as a download)."""
         seen = self._seen
-        last = seen.get(key)
-        if last is None:
-            last = self._seen_before.get(key)
-            if len(seen) >= self._generation:
-                self._seen_before, self._before_newest = seen, self._newest
-                self._seen = seen = {}
+        repeat = False
+        if has_range(scope["headers"]):  # only a ranged request can repeat
+            last = seen.get(key)
+            if last is None:
+                last = self._seen_before.get(key)
+            repeat = last is not None and now - last < self._window
+        if len(seen) >= self._generation and key not in seen:
+            self._seen_before, self._before_newest = seen, self._newest
+            self._seen = seen = {}
         seen[key] = now
         self._newest = now
-        if last is not None and now - last < self._window and has_range(scope["headers"]):
+        if repeat:
             self.deduplicated += 1
-            return True
-        return False
+        return repeat
 
     def count(self, pos: int, mirror: str | None, country: str | None, size: int) -> None:
         """One download of the file at ``pos`` of the snapshot being counted, today."""

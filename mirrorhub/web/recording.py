@@ -25,7 +25,7 @@ from typing import Any
 
 from mirrorhub.domain import Outcome
 from mirrorhub.load import WARM as _WARM
-from mirrorhub.stats.counter import StatsCounter, has_range
+from mirrorhub.stats.counter import StatsCounter
 from mirrorhub.web.loadsync import LoadRecorder
 from mirrorhub.web.metrics import LATENCY_BUCKETS, RedirectMetrics
 from mirrorhub.web.redirect import ClientContext, Recorder, Scope
@@ -33,6 +33,11 @@ from mirrorhub.web.redirect import ClientContext, Recorder, Scope
 _MIRROR = Outcome.MIRROR
 _FIRST_BUCKET = LATENCY_BUCKETS[0]
 _SECOND_BUCKET = LATENCY_BUCKETS[1]
+
+
+def _perf_counter_is_monotonic() -> bool:
+    perf, mono = time.get_clock_info("perf_counter"), time.get_clock_info("monotonic")
+    return perf.implementation == mono.implementation
 
 
 class FanOut(Recorder):
@@ -62,6 +67,9 @@ class HotRecorder(Recorder):
         self.metrics = metrics
         self.others = tuple(others)
         self.holder = load.state.holder
+        # The estimator's default clock is the one perf_counter reads (CLOCK_MONOTONIC on
+        # Linux): then the metrics' end time is also the load step's time, one read fewer.
+        self._load_on_perf_counter = load.clock is time.monotonic and _perf_counter_is_monotonic()
         self._mirror_cell = metrics._cells[_MIRROR._value_]
         self._separate = [r for r in (stats, load, metrics) if r is not None] + list(others)
         self.errors = 0
@@ -79,10 +87,11 @@ class HotRecorder(Recorder):
             if outcome is not _MIRROR or mirror is None or pos is None or ctx is None:
                 self._separately(outcome, mirror, pos, ctx, scope, started)
                 return
-            elapsed = time.perf_counter() - started
+            end = time.perf_counter()
+            elapsed = end - started
             index = self.holder.current
             load = self.load
-            now = load.clock()
+            now = end if self._load_on_perf_counter else load.clock()
             stats = self.stats
             counted = stats is not None and scope["method"] == "GET"
             day_now = 0.0
@@ -126,20 +135,22 @@ class HotRecorder(Recorder):
                 key = id(client) ^ hash(scope.get("path") or "/" + index.paths[pos])
                 # StatsCounter.repeats, then .count with its two _add calls, inlined: under
                 # wrk, py-spy put a quarter of the recorders' samples on their call lines.
+                # Only a ranged request can repeat: the others skip the lookups.
                 seen = stats._seen
-                last = seen.get(key)
-                if last is None:
-                    last = stats._seen_before.get(key)
-                    if len(seen) >= stats._generation:
-                        stats._seen_before, stats._before_newest = seen, stats._newest
-                        stats._seen = seen = {}
+                repeat = False
+                for header in scope["headers"]:
+                    if header[0] == b"range":
+                        last = seen.get(key)
+                        if last is None:
+                            last = stats._seen_before.get(key)
+                        repeat = last is not None and day_now - last < stats._window
+                        break
+                if len(seen) >= stats._generation and key not in seen:
+                    stats._seen_before, stats._before_newest = seen, stats._newest
+                    stats._seen = seen = {}
                 seen[key] = day_now
                 stats._newest = day_now
-                if (
-                    last is not None
-                    and day_now - last < stats._window
-                    and has_range(scope["headers"])
-                ):
+                if repeat:
                     stats.deduplicated += 1
                 else:
                     stats.counted += 1

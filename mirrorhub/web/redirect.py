@@ -47,6 +47,9 @@ PATH_CACHE_SIZE = 16384  # valid request paths -> normalised (popular files ask 
 # Ready-made 302 header lines per (client ranking, file, chosen mirror): ~1 KB each.
 ANSWER_CACHE_SIZE = 32768
 _MISS = object()
+# Module constants, not ``Outcome.MIRROR``: an enum member read off its class costs ~170 ns
+# on Python 3.11 (a plain global ~17 ns), once per redirect.
+_MIRROR = Outcome.MIRROR
 _FORWARD_HEADERS = frozenset({b"x-forwarded-for", b"forwarded", b"x-forwarded-proto"})
 _NO_STORE = (b"cache-control", b"private, no-store")
 _EMPTY = (b"content-length", b"0")
@@ -183,7 +186,8 @@ class Dispatcher:
             if load is None or not load.warm:
                 cumulative = found.cumulative
                 n = bisect.bisect_right(cumulative, self.rng.random() * cumulative[-1])
-                first = found.members[min(n, len(cumulative) - 1)]
+                members = found.members
+                first = members[n] if n < len(members) else members[-1]
             else:
                 first = draw_in_band(found, profile, self.rng, load, index.sizes[pos])
             kept = found.answers.get(first, _MISS)
@@ -197,7 +201,7 @@ class Dispatcher:
             first = picks[0][0]
             lines = self.answer_lines(index, pos, profile, picks)
         if lines is not None and recorder is not None:
-            recorder.record(Outcome.MIRROR, profile.mirror_names[first], pos, ctx, scope, started)
+            recorder.record(_MIRROR, profile.mirror_names[first], pos, ctx, scope, started)
         return lines
 
     async def answer(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -250,7 +254,7 @@ class Dispatcher:
                 await send(_EMPTY_BODY)
                 if recorder is not None:
                     name = profile.mirror_names[picks[0][0]]
-                    recorder.record(Outcome.MIRROR, name, pos, ctx, scope, started)
+                    recorder.record(_MIRROR, name, pos, ctx, scope, started)
                 return
         # Views, origin-only files and files no mirror holds: the full decision.
         request = Request(path, ctx.client, ctx.options, method == "HEAD")
@@ -380,12 +384,14 @@ class Dispatcher:
         if trusted is None:
             trusted = self._peer_trusted(host)
         accept = None
-        forwarded: list[bytes] = []
-        for name, value in scope["headers"]:
+        # The parser's own (name, value) pairs: no bytes joined per request.
+        forwarded: list[tuple[bytes, bytes]] = []
+        for header in scope["headers"]:
+            name = header[0]
             if name == b"accept":
-                accept = value
+                accept = header[1]
             elif trusted and name in _FORWARD_HEADERS:
-                forwarded.append(name + b":" + value)
+                forwarded.append(header)
         key = (host, tuple(forwarded), scope.get("scheme"), scope.get("query_string", b""))
         ctx = self._contexts.get(key)
         if ctx is None:
