@@ -119,7 +119,7 @@ class Settings:
     # during a database outage at most stats_buffer_rows rows wait in memory; daily rows
     # are kept stats_raw_days, then only monthly totals.
     stats_enabled: bool = True
-    stats_flush_seconds: float = 5.0
+    stats_flush_seconds: float = 30.0
     stats_range_window_seconds: float = 600.0
     stats_range_clients: int = 100_000
     stats_buffer_rows: int = 200_000

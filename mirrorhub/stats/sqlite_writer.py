@@ -7,8 +7,8 @@ loop, one 10,000-row flush took 15-20 s and cost that thread 2-3 s of CPU (~40 m
 the loop is idle); in the wrk benchmark server the flush's mean wall time was 134 ms
 (docs/performance.md, "session 8"). A flush written here, in statements of
 :data:`~mirrorhub.stats.flush.JSON_ROWS` rows with a return to the loop after each, costs
-the loop ~1 ms per statement and no other thread anything (34 ms mean under wrk; the
-write lock is held that much shorter, throughput did not change measurably).
+the loop ~1.5 ms per 200-row statement and no other thread anything (34 ms mean under wrk;
+the write lock is held that much shorter, throughput did not change measurably).
 
 The connection is the standard library's, opened on the database file itself (``mode=rw``:
 never creating one) with no busy wait: a write lock held elsewhere (an in-process worker
@@ -44,6 +44,7 @@ async def write_statements(path: str, statements: Iterable[tuple[str, str]]) -> 
     try:
         con.execute("PRAGMA synchronous=NORMAL")  # as mirrorhub.db.session's connections
         await _begin(con)
+        await asyncio.sleep(0)  # opening the file and reading its schema: ~1 ms
         for sql, payload in statements:
             con.execute(sql, (payload,))
             await asyncio.sleep(0)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import socket
 from datetime import date
 from urllib.parse import urlsplit, urlunsplit
@@ -239,3 +240,25 @@ def test_merge_adopts_a_new_days_dicts_and_rows_come_sorted() -> None:
     assert rows["file"] == [(1, "c", 1, 1), (2, "a", 2, 20), (2, "b", 1, 10)]
     assert rows["mirror"] == [(1, "m", 1, 1), (2, "", 3, 30)]
     assert rows["country"] == [(1, "", 1, 1)]
+
+
+def test_sqlite_statements_carry_the_rows_in_their_order_a_few_per_statement(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr(flush_module, "JSON_ROWS", 2)
+    batch: dict[tuple[str, int], dict[str, list[int]]] = {}
+    merge(batch, [DayCounts(2, {"b": [1, 10], "a": [2, 20], "c": [1, 1]}, {"m": [4, 31]}, {})], 99)
+    merge(
+        batch, [DayCounts(1, {"z": [1, 5], "x" * 2000: [1, 1]}, {"": [2, 6]}, {"DE": [2, 6]})], 99
+    )
+    statements = list(flush_module.sqlite_statements(batch))
+    expected = rows_by_kind(batch, flush_module._iso_day)
+    # File rows by day, then key; two per statement and a new statement for each day.
+    assert [len(json.loads(payload)) for _, payload in statements] == [1, 2, 1, 1, 1, 1]
+    assert [tuple(row) for _, p in statements for row in json.loads(p)] == [
+        row for kind in flush_module.KINDS for row in expected[kind]
+    ]
+    assert [sql for sql, _ in statements] == [
+        flush_module.upsert_json_sql(kind) for kind in ["file"] * 3 + ["mirror"] * 2 + ["country"]
+    ]
+    assert "key too long" in caplog.text  # and left out, as rows_by_kind leaves it out

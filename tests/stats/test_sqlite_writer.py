@@ -60,7 +60,7 @@ async def test_a_flush_yields_to_the_loop_after_every_statement(
     finally:
         done = True
         await task
-    assert ticks >= files // JSON_ROWS  # one turn of the loop per 500-row statement at least
+    assert ticks >= files // JSON_ROWS  # one turn of the loop per statement at least
     got = await stored(sessions)
     assert len(got["files"]) == files and got["mirrors"] == {(D, "de1"): (files, files * 10)}
 
