@@ -15,18 +15,25 @@ never creating one) with no busy wait: a write lock held elsewhere (an in-proces
 writing a scan) makes ``BEGIN IMMEDIATE`` fail at once, and the writer tries again after
 :data:`BUSY_RETRY` seconds, for as long as the flush's time limit allows, instead of
 blocking the loop. In WAL mode with ``synchronous=NORMAL`` a commit does not wait for the
-disk; a commit that crosses SQLite's automatic checkpoint (every ~1,000 pages written)
-does, once.
+disk. A commit that crosses SQLite's automatic checkpoint (every ~1,000 pages written)
+would copy the WAL into the database file and wait for the disk, on the loop: ~25 ms once
+every flush or two here for 10,000 rows, more on a slow disk. So this connection never
+checkpoints on its own (``wal_autocheckpoint=0``); after the commit a thread of the loop's
+default executor runs a passive checkpoint (it waits for no reader or writer) and closes
+the connection. SQLite releases the GIL while it works, and nothing waits for that thread.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import sqlite3
 from collections.abc import Iterable
 from urllib.parse import quote
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+log = logging.getLogger(__name__)
 
 BUSY_RETRY = 0.05  # seconds between attempts to take SQLite's write lock
 
@@ -37,27 +44,46 @@ async def write_statements(path: str, statements: Iterable[tuple[str, str]]) -> 
 
     A connection per flush (opening one costs ~0.1 ms every few seconds): nothing stays
     open between flushes, and a failed one is never reused. Closing it rolls back what an
-    unfinished transaction wrote.
+    unfinished transaction wrote; after a commit, :func:`checkpoint_and_close` closes it.
     """
     uri = f"file:{quote(path)}?mode=rw"
-    con = sqlite3.connect(uri, uri=True, timeout=0, isolation_level=None)
+    con = sqlite3.connect(uri, uri=True, timeout=0, isolation_level=None, check_same_thread=False)
+    committed = False
     try:
-        con.execute("PRAGMA synchronous=NORMAL")  # as mirrorhub.db.session's connections
         await _begin(con)
         await asyncio.sleep(0)  # opening the file and reading its schema: ~1 ms
         for sql, payload in statements:
             con.execute(sql, (payload,))
             await asyncio.sleep(0)
         con.execute("COMMIT")
+        committed = True
+    finally:
+        if not committed:
+            con.close()
+    # Not awaited: the counts are stored; a cancelled flush must not count them again.
+    asyncio.get_running_loop().run_in_executor(None, checkpoint_and_close, con)
+
+
+def checkpoint_and_close(con: sqlite3.Connection) -> None:
+    """Copy what the WAL holds into the database file, as far as readers and writers allow
+    (PASSIVE), then close; on an executor thread."""
+    try:
+        con.execute("PRAGMA wal_checkpoint(PASSIVE)")
+    except sqlite3.Error as exc:  # housekeeping: the next checkpoint catches up
+        log.warning("statistics: WAL checkpoint failed: %s", exc)
     finally:
         con.close()
 
 
 async def _begin(con: sqlite3.Connection) -> None:
-    """``BEGIN IMMEDIATE``, retried every BUSY_RETRY seconds while another connection
-    holds the write lock (the caller's time limit bounds the wait)."""
+    """Set the connection up and ``BEGIN IMMEDIATE``, retried every BUSY_RETRY seconds while
+    another connection holds the write lock, or a lock that a checkpoint elsewhere holds
+    for a moment keeps this one from reading the schema (the caller's time limit bounds
+    the wait)."""
     while True:
         try:
+            con.execute("PRAGMA synchronous=NORMAL")  # as mirrorhub.db.session's connections
+            con.execute("PRAGMA wal_autocheckpoint=0")  # see the module docstring
             con.execute("BEGIN IMMEDIATE")
             return
         except sqlite3.OperationalError as exc:

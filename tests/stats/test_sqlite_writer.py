@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import threading
 from collections.abc import AsyncIterator
 from datetime import date
 from pathlib import Path
@@ -63,6 +64,39 @@ async def test_a_flush_yields_to_the_loop_after_every_statement(
     assert ticks >= files // JSON_ROWS  # one turn of the loop per statement at least
     got = await stored(sessions)
     assert len(got["files"]) == files and got["mirrors"] == {(D, "de1"): (files, files * 10)}
+
+
+async def test_the_wal_is_checkpointed_on_a_thread_after_the_commit_not_by_it(
+    sessions: async_sessionmaker[AsyncSession], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A commit on the loop must not copy the WAL into the database file (SQLite's automatic
+    checkpoint waits for the disk); a thread does it afterwards, and closes the connection."""
+    calls: list[tuple[bool, int, bool]] = []
+    done = threading.Event()
+    real = sqlite_writer.checkpoint_and_close
+
+    def spy(con: sqlite3.Connection) -> None:
+        (autocheckpoint,) = con.execute("PRAGMA wal_autocheckpoint").fetchone()
+        real(con)
+        try:
+            con.execute("SELECT 1")
+            closed = False
+        except sqlite3.ProgrammingError:
+            closed = True
+        calls.append(
+            (threading.current_thread() is threading.main_thread(), autocheckpoint, closed)
+        )
+        done.set()
+
+    monkeypatch.setattr(sqlite_writer, "checkpoint_and_close", spy)
+    counter = FakeCounter()
+    flusher = StatsFlusher(counter, sessions)  # type: ignore[arg-type]
+    for i in range(3 * JSON_ROWS):
+        counter.add(DAY, f"pub/{i}.iso", "de1", "DE", 1, 10)
+    assert await flusher.flush(), flusher.last_error
+    assert await asyncio.to_thread(done.wait, 10)
+    assert calls == [(False, 0, True)]  # off the loop's thread, no checkpoint of its own, closed
+    assert len((await stored(sessions))["files"]) == 3 * JSON_ROWS
 
 
 async def test_a_write_lock_held_elsewhere_is_waited_for_without_blocking(
