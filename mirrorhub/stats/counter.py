@@ -201,14 +201,19 @@ class StatsCounter(Recorder):
 
     def _files_from_positions(self) -> None:
         index = self._by_pos_index
-        paths, sizes, files = index.paths, index.sizes, self._files
-        if not files:  # the usual case (no snapshot change since the last swap): one pass
-            # that runs on the event loop and must stay short (3x faster than _add per file)
-            self._files = {paths[p]: [n, n * sizes[p]] for p, n in self._by_pos.items()}
-        else:
-            for pos, n in self._by_pos.items():
-                _add(files, paths[pos], sizes[pos], n)
+        paths, sizes, by_pos = index.paths, index.sizes, self._by_pos
         self._by_pos = defaultdict(int)
+        if not self._files:
+            # The usual case (no snapshot change since the last swap): one comprehension, on
+            # the event loop, 3x faster than _add per file. Positions of files removed in
+            # place all read "" and would overwrite each other: then the loop adds them up.
+            files = {paths[p]: [n, n * sizes[p]] for p, n in by_pos.items()}
+            if len(files) == len(by_pos):
+                self._files = files
+                return
+        files = self._files
+        for pos, n in by_pos.items():
+            _add(files, paths[pos], sizes[pos], n)
 
     def _take_day(self) -> DayCounts | None:
         self._files_from_positions()

@@ -234,7 +234,7 @@ class StatsFlusher:
 
     counter: StatsCounter
     sessions: async_sessionmaker[AsyncSession]
-    interval: float = 5.0
+    interval: float = 30.0  # as Settings.stats_flush_seconds
     buffer_rows: int = 200_000
     clock: Callable[[], float] = time.time
     pending: Batch = field(default_factory=dict)

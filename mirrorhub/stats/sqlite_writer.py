@@ -7,8 +7,9 @@ loop, one 10,000-row flush took 15-20 s and cost that thread 2-3 s of CPU (~40 m
 the loop is idle); in the wrk benchmark server the flush's mean wall time was 134 ms
 (docs/performance.md, "session 8"). A flush written here, in statements of
 :data:`~mirrorhub.stats.flush.JSON_ROWS` rows with a return to the loop after each, costs
-the loop ~1.5 ms per 200-row statement and no other thread anything (34 ms mean under wrk;
-the write lock is held that much shorter, throughput did not change measurably).
+the loop ~1.5 ms per 200-row statement, and another thread only the checkpoint below (34 ms
+mean under wrk; the write lock is held that much shorter, throughput did not change
+measurably).
 
 The connection is the standard library's, opened on the database file itself (``mode=rw``:
 never creating one) with no busy wait: a write lock held elsewhere (an in-process worker
@@ -20,7 +21,8 @@ would copy the WAL into the database file and wait for the disk, on the loop: ~2
 every flush or two here for 10,000 rows, more on a slow disk. So this connection never
 checkpoints on its own (``wal_autocheckpoint=0``); after the commit a thread of the loop's
 default executor runs a passive checkpoint (it waits for no reader or writer) and closes
-the connection. SQLite releases the GIL while it works, and nothing waits for that thread.
+the connection. SQLite releases the GIL while it works, and nothing but the loop's
+shutdown waits for that thread.
 """
 
 from __future__ import annotations
@@ -42,7 +44,7 @@ async def write_statements(path: str, statements: Iterable[tuple[str, str]]) -> 
     """Run ``(sql, json_payload)`` statements on the SQLite file ``path`` in one
     transaction, returning to the loop after each; on any failure nothing is committed.
 
-    A connection per flush (opening one costs ~0.1 ms every few seconds): nothing stays
+    A connection per flush (opening one costs ~0.1 ms every stats_flush_seconds): nothing stays
     open between flushes, and a failed one is never reused. Closing it rolls back what an
     unfinished transaction wrote; after a commit, :func:`checkpoint_and_close` closes it.
     """
@@ -60,8 +62,12 @@ async def write_statements(path: str, statements: Iterable[tuple[str, str]]) -> 
     finally:
         if not committed:
             con.close()
-    # Not awaited: the counts are stored; a cancelled flush must not count them again.
-    asyncio.get_running_loop().run_in_executor(None, checkpoint_and_close, con)
+    # Not awaited: the counts are stored; a cancelled flush must not count them again, nor
+    # may a failure to start the thread (the executor shut down) fail the flush.
+    try:
+        asyncio.get_running_loop().run_in_executor(None, checkpoint_and_close, con)
+    except RuntimeError:
+        con.close()
 
 
 def checkpoint_and_close(con: sqlite3.Connection) -> None:

@@ -243,3 +243,21 @@ def test_only_answers_with_a_file_count(outcome: Outcome) -> None:
     counter = StatsCounter(_Holder())  # type: ignore[arg-type]
     counter.record(outcome, None, None, None, {"method": "GET"}, 0.0)
     assert counter.errors == 0 and counter.counted == 0
+
+
+def test_files_removed_in_place_before_the_swap_still_add_up() -> None:
+    """A file removed from the live index leaves "" at its position: counts at several such
+    positions all belong to that key and must be added, not overwrite each other."""
+    config = IndexConfig(Band(1.5, 500), 4, 100, ())
+    holder = IndexHolder(build_index(IndexSource(1, [(m, UP) for m in MIRRORS], FILES, []), config))
+    counter = StatsCounter(holder, clock=Clock())
+    index = holder.current
+    x, y, small = (index.positions[p] for p in ("pub/x.iso", "pub/y.iso", "small.txt"))
+    for pos, times in ((x, 2), (y, 3), (small, 1)):
+        for _ in range(times):
+            counter.count(pos, "de1", "DE", index.sizes[pos])
+    index.drop_file(1)
+    index.drop_file(2)
+    (day,) = counter.swap()
+    assert day.files == {"": [5, 2 * 10_000 + 3 * 20_000], "small.txt": [1, 5]}
+    assert day.mirrors == {"de1": [6, 80_005]}
