@@ -1,9 +1,9 @@
 """The hot-path recorder: counts downloads per UTC day in plain dicts.
 
 Per counted request: one clock read, one dedup store (lookups only for a ranged request)
-and three small dict updates (file by index position, mirror, client country). No I/O, no tuple or string built, and no
-exception ever escapes :meth:`StatsCounter.record`. Positions become
-paths when the index snapshot changes, the day ends or the flusher takes the counts.
+and three small dict updates (file by index position, mirror, client country). No I/O, no
+tuple or string built, and no exception ever escapes :meth:`StatsCounter.record`. Positions
+become paths when the index snapshot changes, the day ends or the flusher takes the counts.
 
 What counts as a download: a ``GET`` answered with a mirror redirect or by the origin for a
 file in the index. ``HEAD``, views, errors and unknown paths do not count. A ``Range``
@@ -30,10 +30,9 @@ go into the current one, which becomes the previous one (and the previous one is
 once it holds half of ``max_clients``. So it never outgrows ``max_clients`` entries, the
 last ``max_clients / 2`` pairs seen are always remembered, and a sighting costs one dict
 store (a ranged request, the only kind that can repeat, one or two lookups before it, and a
-full generation one more; an
-``OrderedDict`` kept in least-recently-seen order cost twice as much, and its linked nodes
-miss the cache under load). The window itself is checked with the
-stored times; the flusher also drops a generation whose pairs are all older than it
+full generation one more; an ``OrderedDict`` kept in least-recently-seen order cost twice as
+much, and its linked nodes miss the cache under load). The window itself is checked with
+the stored times; the flusher also drops a generation whose pairs are all older than it
 (:meth:`expire`).
 """
 

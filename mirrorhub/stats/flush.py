@@ -129,7 +129,7 @@ def rows_by_kind(
     out: dict[str, list[tuple[object, str, int, int]]] = {kind: [] for kind in KINDS}
     for kind, day in sorted(batch):
         tally, value = batch[(kind, day)], day_value(day)
-        out[kind] += [(value, k, *tally[k]) for k in _storable_keys(kind, tally)]  # type: ignore[misc]
+        out[kind] += [(value, k, tally[k][0], tally[k][1]) for k in _storable_keys(kind, tally)]
     return out
 
 
