@@ -4,10 +4,12 @@
                                        [--connections 32] [--threads 2] [--rounds 3]
 
 Builds a synthetic install in a temporary directory (SQLite database, city + ASN GeoIP files;
-see bench/synth.py), starts three servers as separate processes with identical uvicorn
-settings on 127.0.0.1:
+see bench/synth.py), starts three servers as separate processes with the uvicorn settings of
+``mirrorhub serve`` on 127.0.0.1:
 
-* ``bare``: a fixed 302 with Location and Content-Length (the floor of the stack);
+* ``bare``: a fixed 302 with Location and Content-Length (the floor of the stack), on
+  uvicorn's own httptools protocol (before 2026-11-30's last runs it shared mirrorhub's
+  protocol subclass, which cost it ~3 %: ``--bare-subclass`` runs that too);
 * ``bare-full``: a fixed 302 carrying the same headers as a typical mirrorhub answer
   (Location, Cache-Control, X-Mirrorhub-Mirror, 5 Link lines, Digest), to split the cost of
   writing those headers from the cost of deciding them;
@@ -64,6 +66,8 @@ from bench.synth import (
 BENCH = Path(__file__).resolve().parent
 RESULTS = BENCH / "results"
 SERVER = BENCH / "server.py"
+# What a --variant's JSON may hold (bench/server.py reads these keys of a mirrorhub config).
+VARIANT_FIELDS = frozenset({"source", "settings", "experiment", "stats_enabled"})
 READY_TIMEOUT = 180.0
 RESULT_MARK = "BENCH_RESULT "
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
@@ -522,6 +526,12 @@ def main(argv: list[str] | None = None) -> int:
         "(no decision: the floor of that path)",
     )
     parser.add_argument(
+        "--bare-subclass",
+        action="store_true",
+        help="also run the bare app on mirrorhub's protocol subclass instead of uvicorn's own "
+        "(what the subclass costs a request it hands to ASGI)",
+    )
+    parser.add_argument(
         "--pin",
         action="store_true",
         help="run the servers on CPU 0 and wrk on the other CPUs (taskset)",
@@ -551,9 +561,20 @@ def main(argv: list[str] | None = None) -> int:
     variants: list[tuple[str, dict[str, Any]]] = []
     for text in args.variant:
         name, sep, extra = text.partition("=")
-        if not sep or name in ("bare", "bare-full", "bare-direct", "mirrorhub"):
+        if not sep or name in ("bare", "bare-full", "bare-direct", "bare-subclass", "mirrorhub"):
             parser.error(f"--variant {text!r}: want NAME=JSON with a new name")
-        variants.append((name, json.loads(extra)))
+        try:
+            fields = json.loads(extra)
+        except json.JSONDecodeError as exc:
+            parser.error(f"--variant {text!r}: {exc}")
+        unknown = set(fields) - VARIANT_FIELDS if isinstance(fields, dict) else {"(not an object)"}
+        if unknown:
+            # An unknown key would be ignored: the variant would run mirrorhub unchanged.
+            parser.error(
+                f"--variant {text!r}: unknown {', '.join(sorted(unknown))}; want "
+                f'{", ".join(sorted(VARIANT_FIELDS))} (settings go under "settings")'
+            )
+        variants.append((name, fields))
     args.variants = variants
     if args.pin:
         global SERVER_CPUS
@@ -639,6 +660,12 @@ def run(args: argparse.Namespace, workdir: Path, info: dict[str, Any]) -> int:
                 wait_ready(direct, None)
                 check_bare(direct)
                 order.insert(2, direct)
+        if args.bare_subclass:
+            subclass = start_server("bare-subclass", ["bare-subclass"], workdir)
+            servers.append(subclass)
+            wait_ready(subclass, None)
+            check_bare(subclass)
+            order.insert(1, subclass)
         for name, extra in args.variants:
             variant = start_server(name, ["mirrorhub", json.dumps({**config, **extra})], workdir)
             servers.append(variant)

@@ -2,14 +2,18 @@
 
     python bench/server.py bare PORT [HEADERS_JSON]
     python bench/server.py bare-direct PORT [HEADERS_JSON]
+    python bench/server.py bare-subclass PORT [HEADERS_JSON]
     python bench/server.py mirrorhub PORT SETTINGS_JSON
 
 ``bare`` answers every request with a fixed 302 (``HEADERS_JSON``: a list of [name, value]
 pairs; default: Location and Content-Length only); ``bare-direct`` gives the same fixed
-answer through mirrorhub's direct protocol path (the floor of that path). ``mirrorhub`` runs ``create_app(settings)``.
-Both use the uvicorn options of ``mirrorhub serve`` (one process, uvloop, httptools with
-mirrorhub's direct-redirect protocol, lifespan on, no access log, no proxy headers, no server
-header); the bare app has no ``fast_redirect``, so uvicorn's ordinary ASGI path serves it.
+answer through mirrorhub's direct protocol path (the floor of that path). ``mirrorhub`` runs
+``create_app(settings)``. All use the uvicorn options of ``mirrorhub serve`` (one process,
+uvloop, httptools, lifespan on, no access log, no proxy headers, no server header), with
+mirrorhub's direct-redirect protocol for ``mirrorhub`` and ``bare-direct`` and uvicorn's own
+httptools protocol for ``bare``: the baseline owes nothing to our code. ``bare-subclass`` is
+``bare`` on mirrorhub's protocol, which hands it every request (what that subclass costs a
+request it does not answer).
 
 ``SETTINGS_JSON`` may hold, besides the base fields, ``"source"``: a directory whose
 ``mirrorhub`` package is imported instead of this checkout's (``git archive`` of another
@@ -62,8 +66,8 @@ BARE_HEADERS = [
 
 def uvicorn_options(stock_protocol: bool = False) -> dict[str, Any]:
     """The settings of ``mirrorhub serve`` (mirrorhub/cli/serve.py), shared by every app, plus
-    a warning log level. The bare apps have no ``fast_redirect``, so its protocol serves them
-    the ordinary uvicorn way; ``stock_protocol`` uses uvicorn's own httptools protocol."""
+    a warning log level; ``stock_protocol`` swaps mirrorhub's protocol for uvicorn's own
+    httptools protocol (``bare``, ``bare-full``)."""
     options: dict[str, Any] = {
         "loop": "uvloop",
         "http": "httptools",
@@ -355,7 +359,8 @@ def report_counters() -> None:
             contexts=len(app._contexts),
             profiles=len(current._profiles),
             bands=len(current._bands),
-            answers=len(getattr(app, "_answers", ())),
+            # Ready-made 302 lines: kept on the bands (most), and per pick for the others.
+            answers=len(getattr(app, "_band_answers", ())) + len(getattr(app, "_answers", ())),
             load_view_warm=None if load is None else len(load.warm),
             load_view_factors=None if load is None else len(load.factors),
         )
@@ -371,8 +376,9 @@ def report_counters() -> None:
 
 def main(argv: list[str]) -> int:
     kind, port = argv[0], int(argv[1])
-    if kind in ("bare", "bare-direct"):
-        app = bare_app(json.loads(argv[2]) if len(argv) > 2 else BARE_HEADERS, kind != "bare")
+    if kind in ("bare", "bare-direct", "bare-subclass"):
+        headers = json.loads(argv[2]) if len(argv) > 2 else BARE_HEADERS
+        app = bare_app(headers, kind == "bare-direct")
     elif kind == "mirrorhub":
         app = mirrorhub_app(json.loads(argv[2]))
     else:
@@ -381,8 +387,9 @@ def main(argv: list[str]) -> int:
         import gc
 
         gc.disable()
-    stock = kind == "mirrorhub" and bool(
-        (json.loads(argv[2]).get("experiment") or {}).get("stock_protocol")
+    stock = kind == "bare" or (
+        kind == "mirrorhub"
+        and bool((json.loads(argv[2]).get("experiment") or {}).get("stock_protocol"))
     )
     uvicorn.run(app, host="127.0.0.1", port=port, **uvicorn_options(stock))
     return 0
