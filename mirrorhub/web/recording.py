@@ -121,12 +121,17 @@ class HotRecorder(Recorder):
             size = index.sizes[pos]
             load.pending[mirror] += size
             # LoadView.add, in line while the mirror is below both the watch and the soft
-            # limit (the usual case: only the new estimate is stored).
+            # limit (the usual case: only the new estimate is stored), or already held back
+            # entirely and past its capacity (an overloaded fleet: add would find it
+            # watched, stopped and out of below_capacity, and store only the estimate).
             view = load.view
             capacity = view.capacities.get(mirror)
             if capacity:
-                mbps = view.mbps.get(mirror, 0.0) + size * 8 / 1e6 / view.window
-                if mbps < _WARM * capacity and mbps / capacity <= view.soft:
+                before = view.mbps.get(mirror, 0.0)
+                mbps = before + size * 8 / 1e6 / view.window
+                if (mbps < _WARM * capacity and mbps / capacity <= view.soft) or (
+                    before >= capacity and mirror in view.stopped
+                ):
                     view.mbps[mirror] = mbps
                 else:
                     view.add(mirror, size)

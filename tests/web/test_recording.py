@@ -15,7 +15,7 @@ from prometheus_client import CollectorRegistry
 
 from mirrorhub.domain import Client, Health, Location, Mirror, MirrorState, Options, Outcome
 from mirrorhub.index import IndexConfig, IndexHolder, IndexSource, build_index
-from mirrorhub.load import SOFT, LoadEstimator, LoadView
+from mirrorhub.load import HARD, SOFT, LoadEstimator, LoadView
 from mirrorhub.selection import Band
 from mirrorhub.stats.counter import DAY_SECONDS, StatsCounter
 from mirrorhub.web.loadsync import LoadRecorder
@@ -45,12 +45,14 @@ def index(version: int, offset: int) -> Any:
 class Set:
     """The three recorders of one app, on shared holder and clocks."""
 
-    def __init__(self, holder: IndexHolder, wall: Clock, mono: Clock, soft: float = SOFT) -> None:
+    def __init__(
+        self, holder: IndexHolder, wall: Clock, mono: Clock, soft: float = SOFT, hard: float = HARD
+    ) -> None:
         self.stats = StatsCounter(holder, range_window=30.0, max_clients=25, clock=wall)
         state: Any = SimpleNamespace(holder=holder)
         self.load = LoadRecorder(state, LoadEstimator(window=20.0, step=1.0, clock=mono))
         capacities = {m.name: 100 for m in MIRRORS}
-        self.load.view = LoadView({}, {}, capacities, window=20.0, soft=soft)
+        self.load.view = LoadView({}, {}, capacities, window=20.0, soft=soft, hard=hard)
         self.metrics = RedirectMetrics(CollectorRegistry())
 
 
@@ -65,7 +67,13 @@ def state_of(s: Set) -> dict[str, Any]:
         "counted": (s.stats.counted, s.stats.deduplicated, s.stats.lost, s.stats.errors),
         "remembered": s.stats.remembered,
         "estimate": {m: round(v, 9) for m, v in s.load.estimate().items()},
-        "view": (s.load.view.mbps, s.load.view.factors, s.load.view.warm),
+        "view": (
+            s.load.view.mbps,
+            s.load.view.factors,
+            s.load.view.warm,
+            s.load.view.stopped,
+            s.load.view.below_capacity,
+        ),
         "metrics": samples,
     }
 
@@ -81,9 +89,12 @@ def test_fused_recorder_equals_the_recorders_one_by_one(
     mono = Clock(500.0)
     holder = IndexHolder(index(1, 0))
     # A soft limit below WARM on odd seeds: the fused recorder's in-line LoadView.add must
-    # then hold mirrors back below the watch level too.
+    # then hold mirrors back below the watch level too. A hard limit past 100 % on every
+    # fourth: a mirror past its capacity is then not always stopped, which the in-line
+    # shortcut for stopped mirrors must tell.
     soft = 0.2 if seed % 2 else SOFT
-    one_by_one, fused = Set(holder, wall, mono, soft), Set(holder, wall, mono, soft)
+    hard = 1.5 if seed % 4 == 2 else HARD
+    one_by_one, fused = Set(holder, wall, mono, soft, hard), Set(holder, wall, mono, soft, hard)
     separate: Recorder = FanOut([one_by_one.load, one_by_one.stats, one_by_one.metrics])
     hot = combine([fused.load, fused.stats, fused.metrics])
     assert isinstance(hot, HotRecorder)
