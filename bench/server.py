@@ -340,6 +340,14 @@ def _install_counters() -> None:
     redirect.Dispatcher._new_context = _count(  # type: ignore[method-assign]
         "Dispatcher._new_context (context cache miss)", redirect.Dispatcher._new_context
     )
+    if hasattr(redirect.Dispatcher, "band_answer"):
+        redirect.Dispatcher.band_answer = _count(  # type: ignore[method-assign]
+            "Dispatcher.band_answer (band answer cache miss)", redirect.Dispatcher.band_answer
+        )
+    if hasattr(picker, "_held_back_pick"):
+        picker._held_back_pick = _count(  # type: ignore[attr-defined]
+            "_held_back_pick (band and spill all stopped)", picker._held_back_pick
+        )
 
 
 def report_counters() -> None:
