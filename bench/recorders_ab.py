@@ -86,7 +86,9 @@ async def compare(app: Dispatcher, scopes: list[dict[str, Any]], base: Path, pas
     index = app.holder.current
     capacities = {s.mirror.name: s.mirror.capacity for s in index.slots}
     scale = 10_000 * estimator.window / len(scopes)  # as bench/hotpath.py: 10,000 req/s
-    view = make_view({m: v * scale for m, v in mbps.items()}, {}, capacities, estimator.window)
+    view = make_view(
+        {m: v * scale for m, v in mbps.items()}, {}, capacities, window=estimator.window
+    )
     for r in recorders:
         if hasattr(r, "view"):
             r.view = copy.deepcopy(view)

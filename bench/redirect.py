@@ -4,12 +4,12 @@
                                        [--connections 32] [--threads 2] [--rounds 3]
 
 Builds a synthetic install in a temporary directory (SQLite database, city + ASN GeoIP files;
-see bench/synth.py), starts three servers as separate processes with the uvicorn settings of
+see bench/synth.py), starts the servers as separate processes with the uvicorn settings of
 ``mirrorhub serve`` on 127.0.0.1:
 
 * ``bare``: a fixed 302 with Location and Content-Length (the floor of the stack), on
   uvicorn's own httptools protocol (before 2026-11-30's last runs it shared mirrorhub's
-  protocol subclass, which cost it ~3 %: ``--bare-subclass`` runs that too);
+  protocol subclass, which cost it 3-4.5 %: ``--bare-subclass`` runs that too);
 * ``bare-full``: a fixed 302 carrying the same headers as a typical mirrorhub answer
   (Location, Cache-Control, X-Mirrorhub-Mirror, 5 Link lines, Digest), to split the cost of
   writing those headers from the cost of deciding them;
@@ -569,9 +569,10 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(f"--variant {text!r}: {exc}")
         unknown = set(fields) - VARIANT_FIELDS if isinstance(fields, dict) else {"(not an object)"}
         if unknown:
-            # An unknown key would be ignored: the variant would run mirrorhub unchanged.
+            # Any other key would be ignored or change the shared install (database, GeoIP
+            # files), not the variant: refuse it rather than run mirrorhub unchanged.
             parser.error(
-                f"--variant {text!r}: unknown {', '.join(sorted(unknown))}; want "
+                f"--variant {text!r}: not a variant field: {', '.join(sorted(unknown))}; want "
                 f'{", ".join(sorted(VARIANT_FIELDS))} (settings go under "settings")'
             )
         variants.append((name, fields))

@@ -346,7 +346,7 @@ def _install_counters() -> None:
         )
     if hasattr(picker, "_held_back_pick"):
         picker._held_back_pick = _count(  # type: ignore[attr-defined]
-            "_held_back_pick (band and spill all stopped)", picker._held_back_pick
+            "_held_back_pick (band and spill take nothing)", picker._held_back_pick
         )
 
 

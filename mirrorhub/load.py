@@ -157,7 +157,8 @@ class LoadView:
 
     def add(self, mirror: str, nbytes: int) -> None:
         # mirrorhub.web.recording.HotRecorder stores the new estimate itself while a mirror
-        # is below WARM and the soft limit, and calls this otherwise: change both together.
+        # is below WARM and the soft limit, or stopped, past its capacity and past the hard
+        # limit with this file, and calls this otherwise: change both together.
         capacity = self.capacities.get(mirror)
         if not capacity:
             return

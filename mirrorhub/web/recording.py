@@ -121,16 +121,17 @@ class HotRecorder(Recorder):
             size = index.sizes[pos]
             load.pending[mirror] += size
             # LoadView.add, in line while the mirror is below both the watch and the soft
-            # limit (the usual case: only the new estimate is stored), or already held back
-            # entirely and past its capacity (an overloaded fleet: add would find it
-            # watched, stopped and out of below_capacity, and store only the estimate).
+            # limit (the usual case: only the new estimate is stored), or while it is held
+            # back entirely, past its capacity already and past the hard limit after this
+            # file (an overloaded fleet: add would find it watched, stopped and out of
+            # below_capacity, work out a factor of 0 again and store only the estimate).
             view = load.view
             capacity = view.capacities.get(mirror)
             if capacity:
                 before = view.mbps.get(mirror, 0.0)
                 mbps = before + size * 8 / 1e6 / view.window
                 if (mbps < _WARM * capacity and mbps / capacity <= view.soft) or (
-                    before >= capacity and mirror in view.stopped
+                    before >= capacity and mbps >= view.hard * capacity and mirror in view.stopped
                 ):
                     view.mbps[mirror] = mbps
                 else:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import ipaddress
 import math
 import random
@@ -15,7 +16,7 @@ from prometheus_client import CollectorRegistry
 
 from mirrorhub.domain import Client, Health, Location, Mirror, MirrorState, Options, Outcome
 from mirrorhub.index import IndexConfig, IndexHolder, IndexSource, build_index
-from mirrorhub.load import HARD, SOFT, LoadEstimator, LoadView
+from mirrorhub.load import HARD, SOFT, LoadEstimator, LoadView, make_view
 from mirrorhub.selection import Band
 from mirrorhub.stats.counter import DAY_SECONDS, StatsCounter
 from mirrorhub.web.loadsync import LoadRecorder
@@ -56,6 +57,18 @@ class Set:
         self.metrics = RedirectMetrics(CollectorRegistry())
 
 
+def new_view(rng: random.Random, local: dict[str, float], soft: float, hard: float) -> LoadView:
+    """A view as the load sync makes it (the rest of the fleet at one of a few loads around
+    the capacity of 100), or now and then one whose stopped mirrors are below the hard limit
+    (only a view built by hand has those)."""
+    capacities = {m.name: 100 for m in MIRRORS}
+    if rng.random() < 0.3:
+        mbps = {m.name: rng.choice((90.0, 100.0, 110.0)) for m in MIRRORS}
+        return LoadView(dict.fromkeys(mbps, 0.0), mbps, capacities, 20.0, soft, hard)
+    others = {m.name: rng.choice((0.0, 30.0, 95.0, 99.0, 120.0, 200.0)) for m in MIRRORS}
+    return make_view(local, others, capacities, soft, hard, window=20.0)
+
+
 def state_of(s: Set) -> dict[str, Any]:
     samples = {}
     for family in s.metrics.collect():
@@ -93,7 +106,7 @@ def test_fused_recorder_equals_the_recorders_one_by_one(
     # fourth: a mirror past its capacity is then not always stopped, which the in-line
     # shortcut for stopped mirrors must tell.
     soft = 0.2 if seed % 2 else SOFT
-    hard = 1.5 if seed % 4 == 2 else HARD
+    hard = 1.5 if seed % 3 == 2 else HARD
     one_by_one, fused = Set(holder, wall, mono, soft, hard), Set(holder, wall, mono, soft, hard)
     separate: Recorder = FanOut([one_by_one.load, one_by_one.stats, one_by_one.metrics])
     hot = combine([fused.load, fused.stats, fused.metrics])
@@ -128,6 +141,9 @@ def test_fused_recorder_equals_the_recorders_one_by_one(
         args: tuple[Any, ...] = (outcome, mirror, pos, ctx, scope)
         if outcome is Outcome.NOT_FOUND:
             args = (outcome, None, None, ctx, scope)
+        if rng.random() < 0.02:  # the load sync's new view, the same for both
+            view = new_view(rng, one_by_one.load.estimate(), soft, hard)
+            one_by_one.load.view, fused.load.view = view, copy.deepcopy(view)
         perf.now += 1.0
         started = perf.now - rng.choice(LATENCIES)
         separate.record(*args, started)
@@ -137,6 +153,31 @@ def test_fused_recorder_equals_the_recorders_one_by_one(
     assert hot.errors == 0
     assert state_of(one_by_one) == state_of(fused)
     assert one_by_one.stats.counted > 100 and one_by_one.stats.deduplicated > 10
+
+
+@pytest.mark.parametrize("mbps", [100.0, 149.0, 150.0, 200.0])
+def test_a_stopped_mirror_past_capacity_takes_the_shortcut_only_past_the_hard_limit(
+    mbps: float, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(time, "perf_counter", Clock(100.0))
+    # A view built by hand: m1 held back entirely at 100-149 % of its capacity, under a hard
+    # limit of 150 %. LoadView.add works its factor out again (> 0 below the hard limit), so
+    # the fused recorder may only store the estimate where that factor stays 0.
+    holder = IndexHolder(index(1, 0))
+    wall, mono = Clock(DAY_SECONDS * 20_000.0), Clock(500.0)
+    one_by_one, fused = Set(holder, wall, mono), Set(holder, wall, mono)
+    capacities = {m.name: 100 for m in MIRRORS}
+    for s in (one_by_one, fused):
+        s.load.view = LoadView({"m1": 0.0}, {"m1": mbps}, capacities, 20.0, SOFT, 1.5)
+    ctx = ClientContext(1, Client(ipaddress.ip_address("192.0.2.1")), Options(), None, None)  # type: ignore[arg-type]
+    args = (Outcome.MIRROR, "m1", 0, ctx, {"method": "GET", "headers": [], "path": "/pub/f0.iso"})
+    FanOut([one_by_one.load, one_by_one.stats, one_by_one.metrics]).record(*args, 99.9)
+    hot = combine([fused.load, fused.stats, fused.metrics])
+    assert hot is not None
+    hot.record(*args, 99.9)
+    assert state_of(one_by_one) == state_of(fused)
+    # 1 MB in a 20-s window: +0.4 Mbit/s; below 150 % the factor comes back above 0.
+    assert ("m1" in fused.load.view.stopped) == (mbps + 0.4 >= 150.0)
 
 
 def test_combine_fuses_only_what_it_knows() -> None:
