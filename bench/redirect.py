@@ -91,7 +91,9 @@ class Server:
 # ending so, "StatsFlusher." any method of the class.
 PROFILE_RULES: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("garbage collector", ("gc_collect_main", "gc_collect_generations")),
-    ("uvicorn: socket write", ("UVStream_write", "UVStream__try_write", "write")),
+    # Only with --native; without it the write system call counts to the Python frame that
+    # made it (uvicorn's send(), or mirrorhub's protocol writing the 302).
+    ("socket write (the system call)", ("UVStream_write", "UVStream__try_write", "write")),
     ("uvicorn: keep-alive timer, flow control", ("HttpToolsProtocol.on_response_complete",)),
     ("uvicorn: send() (header checks, status line)", ("RequestResponseCycle.send",)),
     ("dispatcher: recorders (stats, load, metrics)", ("FanOut.record", ".record")),
@@ -104,7 +106,7 @@ PROFILE_RULES: tuple[tuple[str, tuple[str, ...]], ...] = (
     ),
     ("dispatcher: rest of __call__", ("Dispatcher.__call__",)),
     ("dispatcher: rest of fast_redirect (path memo, lookups)", ("Dispatcher.fast_redirect",)),
-    ("protocol: format and write the 302", ("RedirectProtocol._write",)),
+    ("protocol: format and write the 302 (+ the system call)", ("RedirectProtocol._write",)),
     ("protocol: direct answer (checks, scope fields)", ("RedirectProtocol.on_headers_complete",)),
     ("uvicorn: run_asgi, task", ("RequestResponseCycle.run_asgi",)),
     ("httptools parse, scope, task creation", ("HttpToolsProtocol.data_received",)),
