@@ -103,7 +103,7 @@ def test_fused_recorder_equals_the_recorders_one_by_one(
     holder = IndexHolder(index(1, 0))
     # A soft limit below WARM on odd seeds: the fused recorder's in-line LoadView.add must
     # then hold mirrors back below the watch level too. A hard limit past 100 % on every
-    # fourth: a mirror past its capacity is then not always stopped, which the in-line
+    # third: a mirror past its capacity is then not always stopped, which the in-line
     # shortcut for stopped mirrors must tell.
     soft = 0.2 if seed % 2 else SOFT
     hard = 1.5 if seed % 3 == 2 else HARD
@@ -156,7 +156,7 @@ def test_fused_recorder_equals_the_recorders_one_by_one(
 
 
 @pytest.mark.parametrize("mbps", [100.0, 149.0, 150.0, 200.0])
-def test_a_stopped_mirror_past_capacity_takes_the_shortcut_only_past_the_hard_limit(
+def test_a_stopped_mirror_past_capacity_is_recorded_as_loadview_add_records_it(
     mbps: float, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(time, "perf_counter", Clock(100.0))
