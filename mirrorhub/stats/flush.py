@@ -127,10 +127,19 @@ def rows_by_kind(
     left out rather than failing the whole transaction.
     """
     out: dict[str, list[tuple[object, str, int, int]]] = {kind: [] for kind in KINDS}
-    for kind, day in sorted(batch):
-        tally, value = batch[(kind, day)], day_value(day)
-        out[kind] += [(value, k, tally[k][0], tally[k][1]) for k in _storable_keys(kind, tally)]
+    for kind in KINDS:
+        for day in _days(batch, kind):
+            tally = batch[(kind, day)]
+            out[kind] += _rows(day_value(day), tally, _storable_keys(kind, tally))
     return out
+
+
+def _days(batch: Batch, kind: str) -> list[int]:
+    return sorted(day for k, day in batch if k == kind)
+
+
+def _rows(value: object, tally: Tally, keys: list[str]) -> list[tuple[object, str, int, int]]:
+    return [(value, k, tally[k][0], tally[k][1]) for k in keys]
 
 
 def _storable_keys(kind: str, tally: Tally) -> list[str]:
@@ -216,11 +225,11 @@ def sqlite_statements(batch: Batch) -> Iterator[tuple[str, str]]:
     the flush (10,000 files: ~12 ms in one piece before; a whole flush as JSON is ~1 MB)."""
     for kind in KINDS:
         sql = upsert_json_sql(kind)
-        for _, day in sorted(key for key in batch if key[0] == kind):
+        for day in _days(batch, kind):
             tally, value = batch[(kind, day)], _iso_day(day)
             keys = _storable_keys(kind, tally)
             for start in range(0, len(keys), JSON_ROWS):
-                rows = [(value, k, *tally[k]) for k in keys[start : start + JSON_ROWS]]
+                rows = _rows(value, tally, keys[start : start + JSON_ROWS])
                 yield sql, json.dumps(rows, ensure_ascii=False)
 
 
