@@ -589,6 +589,10 @@ def main(argv: list[str] | None = None) -> int:
     for name in ("duration", "warmup", "connections", "threads", "rounds", "files", "mirrors"):
         if getattr(args, name) <= 0 and name != "warmup":
             parser.error(f"--{name} must be positive")
+    if shutil.which("wrk") is None:
+        parser.error("needs wrk on PATH (Debian: apt-get install wrk)")
+    if args.profile and not shutil.which(py_spy()):
+        parser.error("--profile needs py-spy (.venv/bin/pip install py-spy)")
 
     info = machine()
     workdir = Path(tempfile.mkdtemp(prefix="mirrorhub-bench-redirect-"))
