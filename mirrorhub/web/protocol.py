@@ -106,9 +106,16 @@ class RedirectProtocol(HttpToolsProtocol):
                 return
         url = self.url
         query = b""
-        if b"?" in url:
+        # ``find``, not ``in``: CPython 3.11's ``bytes in bytes`` first tries its left side
+        # as an integer and formats a TypeError it then drops (~1,800 instructions each).
+        if url.find(b"?") >= 0:
             url, _, query = url.partition(b"?")
-        if b"%" in url or b"#" in url or not url.startswith(b"/") or not url.isascii():
+        if (
+            url.find(b"%") >= 0
+            or url.find(b"#") >= 0
+            or not url.startswith(b"/")
+            or not url.isascii()
+        ):
             self._to_asgi()  # uvicorn decodes and checks these
             return
         path = url.decode("ascii")

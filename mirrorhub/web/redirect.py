@@ -521,9 +521,10 @@ def _query_view(query: bytes, names: frozenset[str]) -> str | None:
 
 
 def _accept_view(accept: bytes, names: frozenset[str]) -> str | None:
-    if b"application/json" in accept and "json" in names:
+    # ``find``, not ``in``: see mirrorhub.web.protocol (every browser sends Accept).
+    if "json" in names and accept.find(b"application/json") >= 0:
         return "json"
-    if b"application/metalink4+xml" in accept and "meta4" in names:
+    if "meta4" in names and accept.find(b"application/metalink4+xml") >= 0:
         return "meta4"
     return None
 
