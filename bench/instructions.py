@@ -113,6 +113,9 @@ def child(outdir: Path, source: str | None) -> None:
         recorder.record(*args)
         recorder.stats = stats  # type: ignore[attr-defined]
 
+    feed = protocol_feed(app)
+    plain = [request_bytes(s, ()) for s in scopes]
+    browser = [request_bytes(s, BROWSER_HEADERS) for s in scopes]
     stages: list[tuple[str, Any, list[Any]]] = [
         ("empty", lambda item: None, scopes),
         ("lookup", lambda s: positions(paths(s["path"])), scopes),
@@ -121,6 +124,8 @@ def child(outdir: Path, source: str | None) -> None:
         ("fast_redirect", fast, scopes),
         ("recorder", lambda a: recorder.record(*a), calls),
         ("recorder, no statistics", without_stats, calls),
+        ("protocol: request bytes to answer", feed, plain),
+        (f"protocol, {len(BROWSER_HEADERS)} more headers", feed, browser),
     ]
     gc.collect()
     gc.freeze()  # as the dispatcher does after loading its index
@@ -136,6 +141,64 @@ def child(outdir: Path, source: str | None) -> None:
     print(f"answered {answered} of {len(scopes)}; recorded {len(calls)}", file=sys.stderr)
     sizes = {"requests": len(scopes), "recorded": len(calls)}
     (outdir / "sizes.json").write_text(json.dumps(sizes))
+
+
+# What a browser adds to wrk's two headers (Host, X-Forwarded-For).
+BROWSER_HEADERS = (
+    (b"User-Agent", b"Mozilla/5.0 (X11; Linux x86_64; rv:140.0) Gecko/20100101 Firefox/140.0"),
+    (b"Accept", b"text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"),
+    (b"Accept-Language", b"en-US,en;q=0.5"),
+    (b"Accept-Encoding", b"gzip, deflate, br, zstd"),
+    (b"Connection", b"keep-alive"),
+    (b"Referer", b"https://www.example.org/download/"),
+    (b"Upgrade-Insecure-Requests", b"1"),
+    (b"Sec-Fetch-Dest", b"document"),
+    (b"Sec-Fetch-Mode", b"navigate"),
+    (b"Sec-Fetch-Site", b"cross-site"),
+)
+
+
+def request_bytes(scope: dict[str, Any], extra: tuple[tuple[bytes, bytes], ...]) -> bytes:
+    """The request ``scope`` was made from, as wrk sends it, with ``extra`` headers after."""
+    lines = [b"GET " + scope["raw_path"] + b" HTTP/1.1"]
+    lines += [name.title() + b": " + value for name, value in scope["headers"]]
+    lines += [name + b": " + value for name, value in extra]
+    return b"\r\n".join(lines) + b"\r\n\r\n"
+
+
+def protocol_feed(app: Any) -> Any:
+    """``data_received`` of a ``mirrorhub serve`` connection (RedirectProtocol on an event
+    loop that never runs, a transport that drops what is written): HTTP parsing, the
+    protocol's callbacks, ``fast_redirect`` and the write, without the system calls."""
+    import asyncio
+
+    import uvicorn
+    from uvicorn.server import ServerState
+
+    from mirrorhub.web.protocol import RedirectProtocol
+
+    class Transport(asyncio.Transport):
+        def get_extra_info(self, name: str, default: Any = None) -> Any:
+            extra = {"peername": ("127.0.0.1", 40000), "sockname": ("127.0.0.1", 8080)}
+            return extra.get(name, default)
+
+        def write(self, data: Any) -> None:
+            pass
+
+        def is_closing(self) -> bool:
+            return False
+
+    config = uvicorn.Config(
+        app, http=RedirectProtocol, lifespan="off", access_log=False, proxy_headers=False
+    )
+    config.load()
+    protocol = RedirectProtocol(  # type: ignore[no-untyped-call]
+        config=config, server_state=ServerState(), app_state={}, _loop=asyncio.new_event_loop()
+    )
+    protocol.connection_made(Transport())
+    if protocol._fast is None:
+        raise SystemExit("the protocol does not answer directly: no protocol stages")
+    return protocol.data_received
 
 
 def counts(outdir: Path) -> dict[str, int]:
