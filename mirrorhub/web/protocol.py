@@ -19,6 +19,9 @@ redirect does not need (about a third of that path's own cost, docs/performance.
   no request is under way; otherwise it re-arms for the rest or leaves the connection to
   uvicorn's own timer (a request that goes to ASGI cancels the idle timer first).
 
+The headers the direct path and the dispatcher read are kept apart as the parser hands them
+over (mirrorhub.web.wire), so none of them loops over a browser's dozen others.
+
 This subclasses uvicorn internals (``HttpToolsProtocol`` of the version pinned in
 pyproject.toml); tests/web/test_protocol.py holds its answers byte-equal to uvicorn's own
 and tests the idle timer.
@@ -35,6 +38,7 @@ from mirrorhub.web import wire
 
 _STATUS_302 = b"HTTP/1.1 302 Found\r\n"
 _BODY_HEADERS = (b"content-length", b"transfer-encoding")
+_NOTED, _NOTED_HEADERS = wire.NOTED, wire.NOTED_HEADERS
 
 
 class _NoEvent:
@@ -70,6 +74,7 @@ class RedirectProtocol(HttpToolsProtocol):
         self._busy = False
         self._idle_since = 0.0  # loop time of the last direct answer
         self._idle_timer: asyncio.TimerHandle | None = None
+        self._noted: list[tuple[bytes, bytes]] = []  # this request's, see on_header
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._cancel_idle_timer()
@@ -77,12 +82,22 @@ class RedirectProtocol(HttpToolsProtocol):
 
     def on_message_begin(self) -> None:
         self._busy = True
+        self._noted = []
         if self._fast is None:
             super().on_message_begin()
             return
         self.url = b""
         self.expect_100_continue = False
         self.headers = []
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        """uvicorn's, and the headers named in ``wire.NOTED_HEADERS`` kept apart too."""
+        name = name.lower()
+        if name in _NOTED_HEADERS:
+            if name == b"expect" and value.lower() == b"100-continue":
+                self.expect_100_continue = True
+            self._noted.append((name, value))
+        self.headers.append((name, value))
 
     def on_headers_complete(self) -> None:
         fast = self._fast
@@ -100,7 +115,7 @@ class RedirectProtocol(HttpToolsProtocol):
         ):
             self._to_asgi()
             return
-        for name, _ in self.headers:
+        for name, _ in self._noted:
             if name in _BODY_HEADERS:
                 self._to_asgi()
                 return
@@ -125,7 +140,8 @@ class RedirectProtocol(HttpToolsProtocol):
         parser = self.parser
         http_version = parser.get_http_version()
         # The keys of uvicorn's scope that the dispatcher and its recorders may read (the
-        # Recorder contract in mirrorhub.web.redirect), with the values uvicorn would set.
+        # Recorder contract in mirrorhub.web.redirect), with the values uvicorn would set,
+        # and the noted headers (mirrorhub.web.wire).
         scope = {
             "type": "http",
             "http_version": http_version,
@@ -138,6 +154,7 @@ class RedirectProtocol(HttpToolsProtocol):
             "client": self.client,
             "server": self.server,
             "root_path": "",
+            _NOTED: self._noted,
         }
         lines = fast(scope)
         if lines is None:

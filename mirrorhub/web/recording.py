@@ -29,6 +29,7 @@ from mirrorhub.stats.counter import StatsCounter
 from mirrorhub.web.loadsync import LoadRecorder
 from mirrorhub.web.metrics import LATENCY_BUCKETS, RedirectMetrics
 from mirrorhub.web.redirect import ClientContext, Recorder, Scope
+from mirrorhub.web.wire import NOTED as _NOTED
 
 _MIRROR = Outcome.MIRROR
 _FIRST_BUCKET = LATENCY_BUCKETS[0]
@@ -144,7 +145,10 @@ class HotRecorder(Recorder):
                 # Only a ranged request can repeat: the others skip the lookups.
                 seen = stats._seen
                 repeat = False
-                for header in scope["headers"]:
+                headers = scope.get(_NOTED)  # the protocol's noted headers, if it passed them
+                if headers is None:
+                    headers = scope["headers"]
+                for header in headers:
                     if header[0] == b"range":
                         last = seen.get(key)
                         if last is None:

@@ -32,6 +32,7 @@ from mirrorhub.proxies import parse_address, resolve_client
 from mirrorhub.selection import Profile
 from mirrorhub.selection.fast_path import FastBand, band_order, draw_in_band
 from mirrorhub.settings import Settings
+from mirrorhub.web.wire import NOTED as _NOTED
 from mirrorhub.web.wire import header_lines
 
 Scope = MutableMapping[str, Any]
@@ -384,9 +385,13 @@ class Dispatcher:
         if trusted is None:
             trusted = self._peer_trusted(host)
         accept = None
-        # The parser's own (name, value) pairs: no bytes joined per request.
+        # The parser's own (name, value) pairs: no bytes joined per request. Only the noted
+        # ones when the protocol passed them (mirrorhub.web.wire).
+        headers = scope.get(_NOTED)
+        if headers is None:
+            headers = scope["headers"]
         forwarded: list[tuple[bytes, bytes]] = []
-        for header in scope["headers"]:
+        for header in headers:
             name = header[0]
             if name == b"accept":
                 accept = header[1]
@@ -473,8 +478,10 @@ class Recorder:
     ``started`` the request's ``time.perf_counter()`` start. ``scope`` is uvicorn's ASGI
     scope, except for redirects mirrorhub.web.protocol answers directly: those get a dict
     with only ``type``, ``http_version``, ``method``, ``scheme``, ``path``, ``raw_path``,
-    ``query_string``, ``headers``, ``client``, ``server`` and ``root_path``. Read nothing
-    else, and do not keep it.
+    ``query_string``, ``headers``, ``client``, ``server`` and ``root_path``, plus
+    ``mirrorhub.web.wire.NOTED``: those of the headers named in ``wire.NOTED_HEADERS``, in
+    order (read those there when present: the same answer, fewer headers to loop over). Read
+    nothing else, and do not keep it.
     """
 
     def record(

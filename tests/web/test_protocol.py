@@ -22,8 +22,10 @@ import pytest
 import uvicorn
 
 from mirrorhub.geo import GeoLocator
+from mirrorhub.web import protocol, redirect
 from mirrorhub.web.protocol import RedirectProtocol
 from mirrorhub.web.redirect import Dispatcher
+from mirrorhub.web.wire import NOTED, NOTED_HEADERS
 from tests.web.test_redirect import geo, make_app  # noqa: F401  (geo is a fixture)
 
 TRUST_LOOPBACK = {"trusted_proxies": (ipaddress.ip_network("127.0.0.1/32"),)}
@@ -112,6 +114,19 @@ CONVERSATIONS = [
     + get("/pub/x.iso", "transfer-encoding: chunked", CLOSE)
     + b"0\r\n\r\n",
     get("/pub/x.iso", BERLIN, "expect: 100-continue", "content-length: 0", CLOSE),
+    # a browser's many headers, names in any case, forwarding headers twice and a range: the
+    # direct path reads only the noted ones (mirrorhub.web.wire) and answers the same
+    get(
+        "/pub/x.iso",
+        "User-Agent: Mozilla/5.0",
+        "X-Forwarded-For: 203.0.113.9",
+        "Accept: text/html,*/*;q=0.8",
+        "Range: bytes=0-",
+        "X-FORWARDED-FOR: 192.0.2.10",
+        "Cookie: a=b",
+    )
+    + get("/pub/x.iso", "Forwarded: for=192.0.2.11;proto=https", "Accept: */*")
+    + get("/pub/x.iso", "x-forwarded-for: 192.0.2.12", "X-Forwarded-Proto: https", CLOSE),
     # pipelined: several requests in one write, answered in order
     b"".join(get("/pub/x.iso", f"x-forwarded-for: 192.0.2.{n}") for n in range(10, 20))
     + get("/pub/x.iso?json", BERLIN)
@@ -240,3 +255,86 @@ def test_a_slow_asgi_answer_after_direct_ones_is_not_cut_by_the_idle_timer(
             waited = closed_within(conn, 5)
             assert waited is not None and 0.5 < waited < 2.5
     assert CountingProtocol.direct == 2
+
+
+class _Transport(asyncio.Transport):
+    def __init__(self) -> None:
+        super().__init__()
+        self.written: list[bytes] = []
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        extra = {"peername": ("127.0.0.1", 40000), "sockname": ("127.0.0.1", 8080)}
+        return extra.get(name, default)
+
+    def write(self, data: Any) -> None:
+        self.written.append(bytes(data))
+
+    def is_closing(self) -> bool:
+        return False
+
+    def close(self) -> None:  # uvicorn closes it when the connection is lost
+        pass
+
+
+class _DirectApp:
+    """Answers every request directly and keeps the scopes it was given."""
+
+    def __init__(self) -> None:
+        self.scopes: list[dict[str, Any]] = []
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        raise AssertionError("not answered directly")
+
+    def fast_redirect(self, scope: dict[str, Any]) -> bytes:
+        self.scopes.append(scope)
+        return b"location: http://m.example/x.iso\r\n"
+
+
+def test_the_noted_headers_are_the_named_ones_in_order_per_request() -> None:
+    app = _DirectApp()
+    config = uvicorn.Config(
+        app, http=RedirectProtocol, lifespan="off", access_log=False, proxy_headers=False
+    )
+    config.load()
+    loop = asyncio.new_event_loop()
+    try:
+        proto = RedirectProtocol(  # type: ignore[no-untyped-call]
+            config=config, server_state=uvicorn.server.ServerState(), app_state={}, _loop=loop
+        )
+        transport = _Transport()
+        proto.connection_made(transport)
+        proto.data_received(
+            get(
+                "/pub/x.iso",
+                "User-Agent: t",
+                "X-Forwarded-For: 192.0.2.1",
+                "Accept: */*",
+                "Range: bytes=0-",
+                "X-FORWARDED-FOR: 192.0.2.2",
+                "Forwarded: for=192.0.2.3",
+                "X-Forwarded-Proto: https",
+                "Cookie: c",
+            )
+            + get("/pub/x.iso", "User-Agent: t")
+        )
+        proto.connection_lost(None)
+    finally:
+        loop.close()
+    first, second = app.scopes
+    assert first[NOTED] == [
+        (b"x-forwarded-for", b"192.0.2.1"),
+        (b"accept", b"*/*"),
+        (b"range", b"bytes=0-"),
+        (b"x-forwarded-for", b"192.0.2.2"),
+        (b"forwarded", b"for=192.0.2.3"),
+        (b"x-forwarded-proto", b"https"),
+    ]
+    for scope in (first, second):
+        assert scope[NOTED] == [h for h in scope["headers"] if h[0] in NOTED_HEADERS]
+    assert second[NOTED] == [] and len(second["headers"]) == 2  # not the first one's
+    assert len(transport.written) == 2 and transport.written[0].startswith(b"HTTP/1.1 302 ")
+
+
+def test_every_header_a_direct_reader_looks_for_is_noted() -> None:
+    read = redirect._FORWARD_HEADERS | {b"accept", b"range", b"expect"}
+    assert read | set(protocol._BODY_HEADERS) <= NOTED_HEADERS

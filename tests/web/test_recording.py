@@ -23,6 +23,7 @@ from mirrorhub.web.loadsync import LoadRecorder
 from mirrorhub.web.metrics import RedirectMetrics
 from mirrorhub.web.recording import FanOut, HotRecorder, combine
 from mirrorhub.web.redirect import ClientContext, Recorder
+from mirrorhub.web.wire import NOTED, NOTED_HEADERS
 
 UP = MirrorState(Health.UP, last_good_scan=1000.0)
 MIRRORS = [Mirror(i, f"m{i}", f"http://m{i}.example/", None, capacity=100) for i in range(1, 5)]
@@ -135,7 +136,11 @@ def test_fused_recorder_equals_the_recorders_one_by_one(
         headers = [(b"host", b"dl.example")]
         if rng.random() < 0.5:
             headers.append((b"range", b"bytes=0-"))
+        if rng.random() < 0.5:
+            headers.insert(rng.randrange(len(headers) + 1), (b"user-agent", b"x"))
         scope: dict[str, Any] = {"method": rng.choice(["GET", "GET", "HEAD"]), "headers": headers}
+        if rng.random() < 0.5:  # as mirrorhub.web.protocol passes them; the others read all
+            scope[NOTED] = [h for h in headers if h[0] in NOTED_HEADERS]
         if rng.random() < 0.9:
             scope["path"] = "/" + current.paths[pos]
         args: tuple[Any, ...] = (outcome, mirror, pos, ctx, scope)
