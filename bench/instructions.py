@@ -22,7 +22,11 @@ over the 10,000 requests, less a no-op call per request:
 * ``fast_redirect, no recorder`` and ``fast_redirect``: the whole synchronous answer, without
   and with the recorders the app registers (statistics, load estimate, metrics);
 * ``recorder`` and ``recorder, no statistics``: the fused recorder alone, on the arguments
-  ``fast_redirect`` gave it.
+  ``fast_redirect`` gave it;
+* ``protocol``: the request's bytes fed to a ``mirrorhub serve`` connection
+  (``RedirectProtocol.data_received``) up to the written answer, without system calls:
+  with a fixed answer instead of the dispatcher (the protocol's own share), with the
+  dispatcher, and with the ten more headers a browser sends.
 
 ``--baseline DIR`` (a checkout, e.g. ``git worktree add /tmp/base COMMIT``) runs the same
 child on that checkout's ``mirrorhub`` and prints both. Needs valgrind (Debian: valgrind).
@@ -114,6 +118,8 @@ def child(outdir: Path, source: str | None) -> None:
         recorder.stats = stats  # type: ignore[attr-defined]
 
     feed = protocol_feed(app)
+    fixed_lines = fast(scopes[0])
+    floor = protocol_feed(app, lambda scope: fixed_lines)
     plain = [request_bytes(s, ()) for s in scopes]
     browser = [request_bytes(s, BROWSER_HEADERS) for s in scopes]
     stages: list[tuple[str, Any, list[Any]]] = [
@@ -124,6 +130,7 @@ def child(outdir: Path, source: str | None) -> None:
         ("fast_redirect", fast, scopes),
         ("recorder", lambda a: recorder.record(*a), calls),
         ("recorder, no statistics", without_stats, calls),
+        ("protocol, a fixed answer: no dispatcher", floor, plain),
         ("protocol: request bytes to answer", feed, plain),
         (f"protocol, {len(BROWSER_HEADERS)} more headers", feed, browser),
     ]
@@ -166,10 +173,11 @@ def request_bytes(scope: dict[str, Any], extra: tuple[tuple[bytes, bytes], ...])
     return b"\r\n".join(lines) + b"\r\n\r\n"
 
 
-def protocol_feed(app: Any) -> Any:
+def protocol_feed(app: Any, fast: Any = None) -> Any:
     """``data_received`` of a ``mirrorhub serve`` connection (RedirectProtocol on an event
     loop that never runs, a transport that drops what is written): HTTP parsing, the
-    protocol's callbacks, ``fast_redirect`` and the write, without the system calls."""
+    protocol's callbacks, ``fast_redirect`` (or ``fast`` instead) and the write, without the
+    system calls."""
     import asyncio
 
     import uvicorn
@@ -198,6 +206,8 @@ def protocol_feed(app: Any) -> Any:
     protocol.connection_made(Transport())
     if protocol._fast is None:
         raise SystemExit("the protocol does not answer directly: no protocol stages")
+    if fast is not None:
+        protocol._fast = fast
     return protocol.data_received
 
 
@@ -271,10 +281,10 @@ def main(argv: list[str] | None = None) -> int:
         shutil.rmtree(workdir, ignore_errors=True)
     for name, run in runs.items():
         print(f"{name}: {' / '.join(run['notes'])}")
-    print(f"\n{'instructions per request':32s}" + "".join(f"{n:>16s}" for n in runs))
+    print(f"\n{'instructions per request':42s}" + "".join(f"{n:>16s}" for n in runs))
     for stage in runs["this checkout"]["per_request"]:
         row = [run["per_request"].get(stage, 0) for run in runs.values()]
-        print(f"{stage:32s}" + "".join(f"{v:16,d}" for v in row))
+        print(f"{stage:42s}" + "".join(f"{v:16,d}" for v in row))
     result = {
         "benchmark": "instructions",
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
