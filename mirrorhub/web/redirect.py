@@ -477,11 +477,10 @@ class Recorder:
     ``pos`` the file's index position, ``ctx`` the client context (None for a bad request),
     ``started`` the request's ``time.perf_counter()`` start. ``scope`` is uvicorn's ASGI
     scope, except for redirects mirrorhub.web.protocol answers directly: those get a dict
-    with only ``type``, ``http_version``, ``method``, ``scheme``, ``path``, ``raw_path``,
-    ``query_string``, ``headers``, ``client``, ``server`` and ``root_path``, plus
-    ``mirrorhub.web.wire.NOTED``: those of the headers named in ``wire.NOTED_HEADERS``, in
-    order (read those there when present: the same answer, fewer headers to loop over). Read
-    nothing else, and do not keep it.
+    with only ``method``, ``scheme``, ``path``, ``query_string``, ``headers`` and
+    ``client``, plus ``mirrorhub.web.wire.NOTED``: those of the headers named in
+    ``wire.NOTED_HEADERS``, in order (read those there when present: the same answer, fewer
+    headers to loop over). Read nothing else, and do not keep it.
     """
 
     def record(
