@@ -20,7 +20,8 @@ redirect does not need (about a third of that path's own cost, docs/performance.
   uvicorn's own timer (a request that goes to ASGI cancels the idle timer first).
 
 The headers the direct path and the dispatcher read are kept apart as the parser hands them
-over (mirrorhub.web.wire), so none of them loops over a browser's dozen others.
+over (mirrorhub.web.wire): the body check, a cached client's context and the fused recorder
+loop over those only, not over a browser's dozen others.
 
 This subclasses uvicorn internals (``HttpToolsProtocol`` of the version pinned in
 pyproject.toml); tests/web/test_protocol.py holds its answers byte-equal to uvicorn's own
@@ -130,6 +131,9 @@ class RedirectProtocol(HttpToolsProtocol):
         path = url.decode("ascii")
         if "%" in path or "#" in path or path.startswith("/-/") or path == "/-":
             self._to_asgi()  # escapes and fragments too; /-/ is the inner app's
+            return
+        if query and query.find(b"#") >= 0:
+            self._to_asgi()  # uvicorn leaves the fragment out of query_string
             return
         parser = self.parser
         http_version = parser.get_http_version()

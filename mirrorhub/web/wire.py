@@ -8,10 +8,12 @@ the lines are made.
 Request headers: of a request's headers, the direct path and the dispatcher with its
 recorders read only those named in :data:`NOTED_HEADERS`. The protocol collects them while
 the parser hands over each header and passes them apart, in arrival order, under the scope
-key :data:`NOTED`, so each reader loops over one or two headers instead of all of them. A
-browser sends a dozen, and each cost ~1,200 instructions in those loops (bench/instructions.py:
-a request with ten more headers, 112,004 -> 100,246). A scope without that key (uvicorn's
-own, for everything the protocol does not answer) is read whole.
+key :data:`NOTED`. The per-request readers (the protocol's body check, the context of a
+client already cached, the fused recorder) loop over those instead of all headers. A browser
+sends a dozen, and each cost ~1,200 instructions in those loops (bench/instructions.py: a
+request with ten more headers, 112,004 -> 100,246). A scope without that key (uvicorn's own,
+for everything the protocol does not answer) is read whole, as are the headers on the rarer
+paths (a client seen for the first time, the statistics counter when not fused).
 """
 
 from __future__ import annotations

@@ -108,6 +108,10 @@ CONVERSATIONS = [
     get("/-/ping", BERLIN) + get("/-", CLOSE),
     get("http://dl.example/pub/x.iso", BERLIN, CLOSE),  # absolute form
     get("/pub/x.iso#frag", BERLIN, CLOSE),
+    # a fragment after the query: uvicorn leaves it out of the query string
+    get("/pub/x.iso?json#x", BERLIN) + get("/pub/x.iso?https#x", BERLIN, CLOSE),
+    # the Accept view of a file the direct path knows
+    get("/pub/x.iso", BERLIN, "Accept: application/json", CLOSE),
     # request bodies and other methods go through ASGI
     get("/pub/x.iso", BERLIN, "content-length: 3") + b"abc" + get("/pub/x.iso", CLOSE),
     get("/pub/x.iso", BERLIN, "content-length: 0", method="POST")
