@@ -30,6 +30,7 @@ from mirrorhub.settings import Settings
 from mirrorhub.web.origin import OriginServer
 from mirrorhub.web.redirect import Dispatcher
 from mirrorhub.web.views import Views
+from mirrorhub.web.wire import NOTED, NOTED_HEADERS
 from tests.geo_helpers import build_asn, build_city
 from tests.test_fast_path import worlds
 
@@ -193,6 +194,53 @@ async def test_trusted_proxy_forwards_client_and_https(geo: GeoLocator, tmp_path
         )
     # The rightmost untrusted address is the New York one, and HTTPS is required.
     assert r.headers["location"] == "https://us1.example/m/pub/x.iso"
+
+
+# A trusted proxy (its forwarding headers count: many clients), and a client (they do not:
+# the 2 schemes x 4 query strings).
+@pytest.mark.parametrize(("peer", "least"), [("10.1.2.3", 50), ("192.0.2.10", 8)])
+def test_a_context_from_the_noted_headers_equals_one_from_all(
+    geo: GeoLocator, tmp_path: Path, peer: str, least: int
+) -> None:
+    """mirrorhub.web.protocol passes the headers in wire.NOTED_HEADERS apart; the context
+    made from those (its cache key, client, options, view, Accept) is the one all headers
+    give, for random header lists."""
+    app = make_app(geo, tmp_path, trusted_proxies=(ipaddress.ip_network("10.0.0.0/8"),))
+    index = app.holder.current
+    pool = [
+        (b"x-forwarded-for", b"192.0.2.10"),
+        (b"x-forwarded-for", b"2001:db8::1, 192.0.2.11"),
+        (b"forwarded", b"for=192.0.2.12;proto=https"),
+        (b"x-forwarded-proto", b"https"),
+        (b"accept", b"application/json"),
+        (b"accept", b"application/metalink4+xml, */*"),
+        (b"range", b"bytes=0-"),
+        (b"user-agent", b"Wget/1.21"),
+        (b"cookie", b"a=b"),
+        (b"x-real-ip", b"192.0.2.13"),
+    ]
+    rng = random.Random(11)
+    keys = set()
+    for _ in range(200):
+        headers = [rng.choice(pool) for _ in range(rng.randrange(7))]
+        scope = {
+            "method": "GET",
+            "path": "/pub/x.iso",
+            "headers": headers,
+            "client": (peer, 1),
+            "scheme": rng.choice(["http", "https"]),
+            "query_string": rng.choice([b"", b"https", b"json", b"country=US"]),
+        }
+        made = []
+        for noted in (True, False):
+            app.forget_clients()
+            asked = dict(scope, **{NOTED: [h for h in headers if h[0] in NOTED_HEADERS]})
+            ctx, profile, accept = app.context(asked if noted else scope, index)
+            (key,) = app._contexts.data
+            made.append((key, ctx.client, ctx.options, ctx.view, accept, profile.serial))
+        assert made[0] == made[1]
+        keys.add(made[0][0])
+    assert len(keys) >= least
 
 
 async def test_https_request_only_goes_to_https_mirrors(geo: GeoLocator, tmp_path: Path) -> None:
