@@ -136,7 +136,6 @@ class RedirectProtocol(HttpToolsProtocol):
             self._to_asgi()  # uvicorn leaves the fragment out of query_string
             return
         parser = self.parser
-        http_version = parser.get_http_version()
         method = parser.get_method()
         # The keys of uvicorn's scope that the dispatcher and its recorders read (the
         # Recorder contract in mirrorhub.web.redirect), with the values uvicorn would set,
@@ -154,7 +153,9 @@ class RedirectProtocol(HttpToolsProtocol):
         if lines is None:
             self._to_asgi()
             return
-        keep_alive = http_version != "1.0" and parser.should_keep_alive()
+        # Read only now: the version is a str.format in httptools, and uvicorn's path reads
+        # it again for a request handed over.
+        keep_alive = parser.get_http_version() != "1.0" and parser.should_keep_alive()
         self._write(lines, keep_alive)
         self.cycle = _ANSWERED  # type: ignore[assignment]
         self._busy = False
