@@ -174,8 +174,8 @@ def request_bytes(scope: dict[str, Any], extra: tuple[tuple[bytes, bytes], ...])
 
 
 def protocol_feed(app: Any, fast: Any = None) -> Any:
-    """``data_received`` of a ``mirrorhub serve`` connection (RedirectProtocol on an event
-    loop that never runs, a transport that drops what is written): HTTP parsing, the
+    """``data_received`` of a ``mirrorhub serve`` connection (RedirectProtocol on a uvloop
+    event loop that never runs, a transport that drops what is written): HTTP parsing, the
     protocol's callbacks, ``fast_redirect`` (or ``fast`` instead) and the write, without the
     system calls."""
     import asyncio
@@ -200,8 +200,10 @@ def protocol_feed(app: Any, fast: Any = None) -> Any:
         app, http=RedirectProtocol, lifespan="off", access_log=False, proxy_headers=False
     )
     config.load()
+    import uvloop  # the loop ``mirrorhub serve`` runs: its ``time()`` is C, asyncio's Python
+
     protocol = RedirectProtocol(  # type: ignore[no-untyped-call]
-        config=config, server_state=ServerState(), app_state={}, _loop=asyncio.new_event_loop()
+        config=config, server_state=ServerState(), app_state={}, _loop=uvloop.new_event_loop()
     )
     protocol.connection_made(Transport())
     if protocol._fast is None:
@@ -263,6 +265,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--child", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--source", help=argparse.SUPPRESS)
     parser.add_argument("--output", type=Path, default=RESULTS / "instructions.json")
+    parser.add_argument(
+        "--keep", type=Path, help="copy callgrind's dumps here (for callgrind_annotate)"
+    )
     args = parser.parse_args(argv)
     if args.child:
         child(args.child, args.source)
@@ -277,6 +282,9 @@ def main(argv: list[str] | None = None) -> int:
         runs = {"this checkout": run_child(workdir, None)}
         if args.baseline:
             runs["baseline"] = run_child(workdir, args.baseline)
+        if args.keep:
+            for outdir in sorted(workdir.glob("cg-*")):
+                shutil.copytree(outdir, args.keep / outdir.name, dirs_exist_ok=True)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     for name, run in runs.items():
