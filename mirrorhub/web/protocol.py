@@ -40,6 +40,9 @@ from mirrorhub.web import wire
 _STATUS_302 = b"HTTP/1.1 302 Found\r\n"
 _BODY_HEADERS = (b"content-length", b"transfer-encoding")
 _NOTED, _NOTED_HEADERS = wire.NOTED, wire.NOTED_HEADERS
+# Looked for as the parser hands over each header: the noted ones, and Connection, whose
+# presence is all the keep-alive decision needs to know (see on_headers_complete).
+_WATCHED = _NOTED_HEADERS | {b"connection"}
 _METHODS = {b"GET": "GET", b"HEAD": "HEAD"}  # a dict lookup costs less than a decode
 
 
@@ -67,16 +70,20 @@ class RedirectProtocol(HttpToolsProtocol):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         fast = getattr(self.app, "fast_redirect", None)
+        paths = getattr(self.app, "direct_paths", None)
         direct = not (self.limit_concurrency is not None or self.access_log or self.root_path)
         # None when every request must take uvicorn's path (limits, access log, root path:
         # uvicorn applies those per request).
-        self._fast = fast if direct else None
+        self._fast = fast if direct and paths is not None else None
+        # The dispatcher's raw paths it has found valid -> their ASGI ``path``.
+        self._direct_path = paths.get if paths is not None else None
         # A request has begun and is not answered directly (it may be with uvicorn's path,
         # which then owns the keep-alive timer: the idle timer is cancelled at the hand-off).
         self._busy = False
         self._idle_since = 0.0  # loop time of the last direct answer
         self._idle_timer: asyncio.TimerHandle | None = None
         self._noted: list[tuple[bytes, bytes]] = []  # this request's, see on_header
+        self._connection = False  # this request has a Connection header
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._cancel_idle_timer()
@@ -85,6 +92,7 @@ class RedirectProtocol(HttpToolsProtocol):
     def on_message_begin(self) -> None:
         self._busy = True
         self._noted = []
+        self._connection = False
         if self._fast is None:
             super().on_message_begin()
             return
@@ -95,10 +103,13 @@ class RedirectProtocol(HttpToolsProtocol):
     def on_header(self, name: bytes, value: bytes) -> None:
         """uvicorn's, and the headers named in ``wire.NOTED_HEADERS`` kept apart too."""
         name = name.lower()
-        if name in _NOTED_HEADERS:
-            if name == b"expect" and value.lower() == b"100-continue":
-                self.expect_100_continue = True
-            self._noted.append((name, value))
+        if name in _WATCHED:
+            if name == b"connection":
+                self._connection = True
+            else:
+                if name == b"expect" and value.lower() == b"100-continue":
+                    self.expect_100_continue = True
+                self._noted.append((name, value))
         self.headers.append((name, value))
 
     def on_headers_complete(self) -> None:
@@ -121,19 +132,16 @@ class RedirectProtocol(HttpToolsProtocol):
             if name in _BODY_HEADERS:
                 self._to_asgi()
                 return
-        # Tests on the decoded str, not the bytes: CPython 3.11's ``bytes in bytes`` first
-        # tries its left side as an integer and formats a TypeError it then drops (~1,800
-        # instructions), and ``bytes.find`` parses its arguments from a tuple (~600).
+        # Only a target whose path the dispatcher has served through ASGI before: that one
+        # was uvicorn's ``raw_path``, so it has no fragment and ``path`` is what uvicorn
+        # would decode, and it is not the inner app's ``/-/``. Anything else (a path not
+        # seen yet, an absolute URL, a fragment, ...) takes uvicorn's path.
         url, _, query = self.url.partition(b"?")  # (url, b"", b"") without a query
-        if not url.isascii() or not url.startswith(b"/"):
-            self._to_asgi()  # uvicorn decodes and checks these
-            return
-        path = url.decode("ascii")
-        if "%" in path or "#" in path or path.startswith("/-/") or path == "/-":
-            self._to_asgi()  # escapes and fragments too; /-/ is the inner app's
-            return
-        if query and query.find(b"#") >= 0:
-            self._to_asgi()  # uvicorn leaves the fragment out of query_string
+        path = self._direct_path(url)  # type: ignore[misc]
+        # ``bytes.find``, not ``in``: CPython 3.11's ``bytes in bytes`` first tries its left
+        # side as an integer and formats a TypeError it then drops (~1,800 instructions).
+        if path is None or (query and query.find(b"#") >= 0):
+            self._to_asgi()  # uvicorn leaves a fragment out of query_string
             return
         parser = self.parser
         method = parser.get_method()
@@ -153,9 +161,13 @@ class RedirectProtocol(HttpToolsProtocol):
         if lines is None:
             self._to_asgi()
             return
-        # Read only now: the version is a str.format in httptools, and uvicorn's path reads
-        # it again for a request handed over.
-        keep_alive = parser.get_http_version() != "1.0" and parser.should_keep_alive()
+        # uvicorn's ``get_http_version() != "1.0" and should_keep_alive()``. Without a
+        # Connection header llhttp keeps only HTTP/1.1 alive, so the version (a str.format
+        # in httptools, ~1,800 instructions) is read only when one came; and only now, as
+        # uvicorn's path reads it again for a request handed over.
+        keep_alive = parser.should_keep_alive()
+        if keep_alive and self._connection:
+            keep_alive = parser.get_http_version() != "1.0"
         self._write(lines, keep_alive)
         self.cycle = _ANSWERED  # type: ignore[assignment]
         self._busy = False

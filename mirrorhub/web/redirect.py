@@ -33,7 +33,7 @@ from mirrorhub.selection import Profile
 from mirrorhub.selection.fast_path import FastBand, band_order, draw_in_band
 from mirrorhub.settings import Settings
 from mirrorhub.web.wire import NOTED as _NOTED
-from mirrorhub.web.wire import header_lines
+from mirrorhub.web.wire import header_lines, request_path
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -121,6 +121,10 @@ class Dispatcher:
         self._contexts: FifoCache[tuple[object, ...], ClientContext] = FifoCache(CONTEXT_CACHE_SIZE)
         self._trusted_peers: dict[str, bool] = {}
         self._paths: FifoCache[str, str] = FifoCache(PATH_CACHE_SIZE)
+        # For mirrorhub.web.protocol: a request's raw path -> its ``path``, for raw paths
+        # whose request ``answer`` found valid. A target found here needs none of the
+        # checks uvicorn makes (ASCII, %-escapes, no fragment) and is not ``/-/``.
+        self.direct_paths: FifoCache[bytes, str] = FifoCache(PATH_CACHE_SIZE)
         # Keyed by (profile serial, position, file stamp, chosen mirror): the serials are
         # the index's own, so the cache belongs to one Index object.
         self._answers: FifoCache[tuple[int, int, int, int], bytes | None] = FifoCache(
@@ -223,6 +227,9 @@ class Dispatcher:
             if path is None:
                 path = normalize_path(raw_path)  # a pure function: remember valid paths
                 self._paths.put(raw_path, path)
+            raw = scope.get("raw_path")  # as uvicorn decodes it (and no root path) below
+            if raw and self.direct_paths.get(raw) is None and request_path(raw) == raw_path:
+                self.direct_paths.put(raw, raw_path)
             ctx, profile, accept = self.context(scope, index)
         except (InvalidPath, BadRequest) as exc:
             await _plain(send, 400, f"bad request: {exc}\n".encode())

@@ -19,6 +19,7 @@ paths (a client seen for the first time, the statistics counter when not fused).
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from urllib.parse import unquote
 
 NOTED = "mirrorhub.noted_headers"
 NOTED_HEADERS = frozenset(
@@ -33,6 +34,17 @@ NOTED_HEADERS = frozenset(
         b"x-forwarded-proto",
     }
 )
+
+
+def request_path(raw_path: bytes) -> str | None:
+    """The ASGI ``path`` uvicorn makes of a request's ``raw_path`` (ASCII, %-escapes
+    decoded as UTF-8), or None where it would refuse the request."""
+    try:
+        path = raw_path.decode("ascii")
+    except UnicodeDecodeError:
+        return None
+    return unquote(path) if "%" in path else path
+
 
 # The bytes uvicorn's HEADER_VALUE_RE accepts in a value (all but controls other than tab,
 # and DEL). Deleting them leaves only refused bytes: ``bytes.translate`` scans in C, ~5

@@ -100,9 +100,27 @@ CONVERSATIONS = [
     get("/pub/x.iso", BERLIN) + get("/pub/x.iso", BERLIN) + get("/pub/x.iso", BERLIN, CLOSE),
     get("/pub/x.iso", BERLIN, method="HEAD") + get("/pub/only-us.iso", CLOSE),
     get("/pub/x.iso", BERLIN, version="1.0"),  # HTTP/1.0: answered, then closed
+    # HTTP/1.0 asking to be kept alive: uvicorn closes it all the same
+    get("/pub/x.iso", BERLIN, "Connection: keep-alive", version="1.0"),
+    get("/pub/x.iso", BERLIN, "Connection: Keep-Alive")
+    + get("/pub/x.iso", BERLIN, "connection: upgrade, keep-alive")
+    + get("/pub/x.iso", BERLIN, "CONNECTION: Close"),
     get("/pub/x.iso?json", BERLIN) + get("/pub/x.iso", "accept: application/json", CLOSE),
     get("/pub/x.iso?country=US", BERLIN) + get("/pub/x.iso?country=ZZ", BERLIN, CLOSE),
     get("/pub/a%20b+%C3%BC@.iso", BERLIN) + get("/pub/x.iso.meta4", BERLIN, CLOSE),
+    # escaped spellings, each served once through ASGI and then directly
+    get("/pub/a%20b+%C3%BC@.iso", BERLIN)
+    + get("/pub/a%20b+%c3%bc%40.iso", BERLIN)
+    + get("/pub/a%20b+%c3%bc%40.iso", BERLIN)
+    + get("/pub/%78.iso", BERLIN)
+    + get("/pub/%78.iso", BERLIN)
+    + get("/pub/x.iso%23f", BERLIN, CLOSE),
+    # ... and those of the inner app's paths (never direct), or of invalid ones
+    get("/%2D/ping", BERLIN)
+    + get("/%2D/ping", BERLIN)
+    + get("/pub/%2E%2E/x.iso", BERLIN)
+    + get("/pub/%2E%2E/x.iso", BERLIN)
+    + get("/pub/%FF.iso", BERLIN, CLOSE),
     get("/small.txt", BERLIN) + get("/pub/", BERLIN) + get("/nope.iso", BERLIN, CLOSE),
     get("/pub/../etc/passwd") + get("/pub//x.iso", CLOSE),
     get("/-/ping", BERLIN) + get("/-", CLOSE),
@@ -150,6 +168,29 @@ def test_answers_are_byte_identical_to_uvicorns(geo: GeoLocator, tmp_path: Path)
             assert expected.startswith(b"HTTP/1.1 ")
     # The direct path answered the repeated plain redirects (not only fallbacks).
     assert CountingProtocol.direct >= 12
+
+
+def test_an_escaped_path_is_answered_directly_once_served(
+    geo: GeoLocator,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    app = make_app(geo, tmp_path, **TRUST_LOOPBACK)
+    CountingProtocol.direct = 0
+    escaped = "/pub/a%20b+%C3%BC%40.iso"
+    with running(app, CountingProtocol) as port:
+        first = exchange(port, get(escaped, BERLIN, CLOSE))  # through ASGI
+        assert CountingProtocol.direct == 0
+        again = exchange(port, get(escaped, BERLIN, CLOSE))
+        assert CountingProtocol.direct == 1
+        # the unescaped path is another raw target: through ASGI once more
+        exchange(port, get("/pub/x.iso", BERLIN, CLOSE))
+        assert CountingProtocol.direct == 1
+    assert b"location: http://de1.example/pub/pub/a%20b%2B%C3%BC%40.iso\r\n" in again
+    assert (
+        without_date(first).split(b"x-mirrorhub-mirror")[0]
+        == without_date(again).split(b"x-mirrorhub-mirror")[0]
+    )
+    assert app.direct_paths.get(escaped.encode()) == "/pub/a b+ü@.iso"
 
 
 def test_a_direct_answer_keeps_the_connection_and_the_date(
@@ -285,6 +326,7 @@ class _DirectApp:
 
     def __init__(self) -> None:
         self.scopes: list[dict[str, Any]] = []
+        self.direct_paths = {b"/pub/x.iso": "/pub/x.iso"}  # as if served once through ASGI
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         raise AssertionError("not answered directly")
