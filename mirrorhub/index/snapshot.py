@@ -20,11 +20,10 @@ from array import array
 from bisect import bisect_left
 from collections import Counter
 from collections.abc import Iterable, Sequence
-from typing import Any
 
 from mirrorhub import countries
 from mirrorhub.domain import Client, Decision, Location, Options, OriginFile, OriginReason
-from mirrorhub.fifo import FifoCache
+from mirrorhub.fifo import FifoCache, SpreadFifo
 from mirrorhub.index.networks import NetworkTable
 from mirrorhub.index.source import FileTuple, IndexConfig, MirrorPair
 from mirrorhub.load import LoadView
@@ -38,7 +37,6 @@ from mirrorhub.selection.ranking import FileFacts, Profile, make_slot, rank_mirr
 # ~1 ms), a band ~1.7 KB (a miss: one walk, ~10 us).
 _ORIGIN_REASONS = (None, OriginReason.TOO_SMALL, OriginReason.ORIGIN_ONLY)
 RENDER_CACHE_SIZE = 65536
-_MISS: Any = object()
 _NO_SHA = "0" * 64
 
 
@@ -75,7 +73,8 @@ class Index:
         self.confirmations: dict[int, dict[int, float]] = {}
         self.live = 0
         self._rendered: FifoCache[int, tuple[bytes, bytes | None]] = FifoCache(RENDER_CACHE_SIZE)
-        self._bands: FifoCache[tuple[int, int, int], FastBand | None] = FifoCache(config.band_cache)
+        # Kept on the profiles (Profile.bands), under one bound.
+        self._bands: SpreadFifo[int, tuple[int, FastBand | None]] = SpreadFifo(config.band_cache)
         # The dispatcher that keeps its rendered answers on this index's bands (FastBand.answers).
         self.answers_owner: object | None = None
         self._serials = itertools.count(1)
@@ -330,14 +329,15 @@ class Index:
     def fast_band(self, pos: int, profile: Profile) -> FastBand | None:
         """The band of current copies for (profile, file), cached; None when no mirror in
         the ranking holds a current copy."""
-        key = (profile.serial, pos, self.stamps[pos])
-        found = self._bands.get(key, _MISS)
-        if found is _MISS:
-            found = band_walk(
-                profile, *self._facts(pos), self.config.band, self.config.alternates, False
-            )
-            self._bands.put(key, found)
-        return found  # type: ignore[no-any-return]
+        stamp = self.stamps[pos]
+        hit = profile.bands.get(pos)
+        if hit is not None and hit[0] == stamp:
+            return hit[1]
+        found = band_walk(
+            profile, *self._facts(pos), self.config.band, self.config.alternates, False
+        )
+        self._bands.put(profile.bands, pos, (stamp, found))  # a stale band is replaced
+        return found
 
     def _facts(
         self, pos: int

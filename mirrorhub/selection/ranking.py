@@ -16,6 +16,7 @@ from array import array
 from collections import OrderedDict
 from collections.abc import Container, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from mirrorhub.domain import (
     Client,
@@ -31,6 +32,9 @@ from mirrorhub.domain import (
     Tier,
 )
 from mirrorhub.geo import distance_km
+
+if TYPE_CHECKING:
+    from mirrorhub.selection.fast_path import FastBand
 
 # Order in which per-file reasons are reported by kind code stored in the index.
 KIND_MISSING = 0
@@ -108,13 +112,19 @@ class Profile:
     geo_suffixes: tuple[bytes, ...] = ()  # b"; geo=de" for Link headers, or b""
     link_prefixes: tuple[bytes, ...] = ()  # b"<" + base, for Link headers
     mirror_names: tuple[str, ...] = ()
-    serial: int = 0  # names this profile in the index's per-(profile, file) band cache
+    serial: int = 0  # names this profile in the index's per-(profile, file) answer cache
     # By slot index: 1 + the mirror's position in ``ranked``, 0 when it is not ranked. With
     # ``slot_of`` (mirror name -> slot index) the fast path finds where the mirrors that
     # still have room stand in this ranking without walking it. Both follow from ``ranked``.
     rank_of: Sequence[int] = field(default=(), compare=False)
     slot_of: Mapping[str, int] = field(default_factory=dict, compare=False)
     room_memo: RoomMemo = field(default_factory=lambda: RoomMemo(), compare=False, repr=False)
+    # The index's cached bands for this ranking: file position -> (the file's stamp, its
+    # band), under the index's one bound (Index.fast_band). An int key, not a (profile,
+    # file, stamp) tuple: hashing and comparing that cost ~800 instructions per redirect.
+    bands: dict[int, tuple[int, FastBand | None]] = field(
+        default_factory=dict, compare=False, repr=False
+    )
 
     @property
     def ranked(self) -> tuple[Ranked, ...]:

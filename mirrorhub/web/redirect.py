@@ -181,10 +181,11 @@ class Dispatcher:
         if self._owns_bands:
             # Index.fast_band's cache lookup and, with no warm load view, draw_in_band's
             # plain draw, in line: two calls fewer per request.
-            cached = index._bands.get((profile.serial, pos, index.stamps[pos]), _MISS)
-            if cached is _MISS:
-                cached = index.fast_band(pos, profile)
-            found = cached  # type: ignore[assignment]
+            hit = profile.bands.get(pos)
+            if hit is not None and hit[0] == index.stamps[pos]:
+                found = hit[1]
+            else:
+                found = index.fast_band(pos, profile)
         lines: bytes | None
         if found is not None:
             load = self.load
