@@ -229,6 +229,10 @@ def free_port() -> int:
 # shares a core with the server it measures.
 WRK_PREFIX: list[str] = []
 SERVER_CPUS: set[int] | None = None
+# One hash seed for every server (unless the caller sets one): with a random seed per
+# process, two servers of the same code differed by up to 3 us per request in one run
+# (dict layouts, string hashes), as much as the differences being measured.
+SERVER_ENV = dict(os.environ, PYTHONHASHSEED=os.environ.get("PYTHONHASHSEED", "0"))
 
 
 def start_server(name: str, argv: list[str], workdir: Path) -> Server:
@@ -240,6 +244,7 @@ def start_server(name: str, argv: list[str], workdir: Path) -> Server:
             stdout=out,
             stderr=subprocess.STDOUT,
             cwd=BENCH.parent,
+            env=SERVER_ENV,
         )
     if SERVER_CPUS is not None:
         os.sched_setaffinity(process.pid, SERVER_CPUS)
