@@ -118,18 +118,14 @@ def cpu_per_fast_call(scopes: list[dict[str, Any]], app: Dispatcher) -> float:
     return (time.process_time() - started) / len(scopes) * 1e6
 
 
-async def server_like(
-    app: Dispatcher, scopes: list[dict[str, Any]], redirects: int, rate: float
-) -> tuple[dict[str, Any], LoadView]:
-    """The dispatcher alone, with the app's recorders, and with recorders + a load view,
-    in alternating passes (the cold pass already ran with the recorders)."""
+def saturated_view(app: Dispatcher, redirects: int, rate: float) -> LoadView:
+    """A load view as a server under wrk has it: the bytes per mirror the app's recorders
+    estimated over ``redirects`` redirects, as if they came at ``rate`` per second for the
+    whole window."""
     state = app.inner.state.mirrorhub  # type: ignore[attr-defined]
-    recorder = app.recorder
     estimator = state.extras["load_estimator"]
     index = app.holder.current
     capacities = {s.mirror.name: s.mirror.capacity for s in index.slots}
-    # The first pass's bytes per mirror, as if this request mix ran at ``rate`` per second
-    # for the whole window (what the server's estimate holds under wrk).
     scale = rate * estimator.window / max(redirects, 1)
     # The load recorder hands this step's redirects to the estimator when asked.
     recorders = state.extras.get("recorders", [])
@@ -140,9 +136,24 @@ async def server_like(
         capacities,
         window=estimator.window,
     )
-    for r in recorders:
-        if hasattr(r, "view"):
-            r.view = view  # the LoadRecorder adds each redirect to the view it shares
+    return view
+
+
+def view_holders(app: Dispatcher) -> list[Any]:
+    """The app's recorders that add each redirect to a load view (the LoadRecorder)."""
+    recorders = app.inner.state.mirrorhub.extras.get("recorders", [])  # type: ignore[attr-defined]
+    return [r for r in recorders if hasattr(r, "view")]
+
+
+async def server_like(
+    app: Dispatcher, scopes: list[dict[str, Any]], redirects: int, rate: float
+) -> tuple[dict[str, Any], LoadView]:
+    """The dispatcher alone, with the app's recorders, and with recorders + a load view,
+    in alternating passes (the cold pass already ran with the recorders)."""
+    recorder = app.recorder
+    view = saturated_view(app, redirects, rate)
+    for r in view_holders(app):
+        r.view = view  # the LoadRecorder adds each redirect to the view it shares
     modes: dict[str, tuple[Any, Any]] = {
         "dispatcher_alone": (None, None),
         "with_recorders": (recorder, None),

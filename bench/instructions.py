@@ -52,6 +52,7 @@ from typing import Any
 BENCH = Path(__file__).resolve().parent
 RESULTS = BENCH / "results"
 WARM_PASSES = 12
+HELD_BACK_RATE = 10_000.0
 
 
 def prepare(workdir: Path, files: int, samples: int, seed: int) -> dict[str, Any]:
@@ -82,7 +83,7 @@ def child(outdir: Path, source: str | None) -> None:
     import gc
 
     import mirrorhub
-    from bench.hotpath import bench_settings, build_app, per_call
+    from bench.hotpath import bench_settings, build_app, per_call, saturated_view, view_holders
     from mirrorhub.web.redirect import Recorder
 
     print(f"mirrorhub from {Path(mirrorhub.__file__).parent}", file=sys.stderr)
@@ -117,6 +118,21 @@ def child(outdir: Path, source: str | None) -> None:
         recorder.record(*args)
         recorder.stats = stats  # type: ignore[attr-defined]
 
+    def held_back(scope: Any) -> None:
+        app.load = view
+        for holder in holders:
+            holder.view = view
+        fast(scope)
+        app.load = None
+        for holder, kept in zip(holders, views, strict=True):
+            holder.view = kept
+
+    # Every mirror past its capacity (10,000 redirects/s, what wrk drives): the
+    # capacity-aware pick, with the recorders adding to the view.
+    view = saturated_view(app, answered * (1 + WARM_PASSES), HELD_BACK_RATE)
+    holders = view_holders(app)
+    views = [holder.view for holder in holders]
+
     feed = protocol_feed(app)
     fixed_lines = fast(scopes[0])
     floor = protocol_feed(app, lambda scope: fixed_lines)
@@ -133,6 +149,8 @@ def child(outdir: Path, source: str | None) -> None:
         ("protocol, a fixed answer: no dispatcher", floor, plain),
         ("protocol: request bytes to answer", feed, plain),
         (f"protocol, {len(BROWSER_HEADERS)} more headers", feed, browser),
+        # Last: its picks fill the answer caches with other mirrors' answers.
+        ("fast_redirect, every mirror held back", held_back, scopes),
     ]
     gc.collect()
     gc.freeze()  # as the dispatcher does after loading its index
