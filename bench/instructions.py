@@ -78,7 +78,15 @@ def child(outdir: Path, source: str | None) -> None:
     """Runs under callgrind: warm up, then one zeroed-and-dumped count per stage."""
     workdir = outdir.parent
     if source:
-        sys.path.insert(0, source)
+        # The other checkout's package (and what it finds next to itself: templates,
+        # migrations), but this checkout's ``bench``: a namespace package would otherwise
+        # take the other checkout's modules first.
+        other = outdir / "source"
+        other.mkdir()
+        for entry in Path(source).iterdir():
+            if entry.name != "bench":
+                (other / entry.name).symlink_to(entry.resolve())
+        sys.path.insert(0, str(other))
     import asyncio
     import gc
 

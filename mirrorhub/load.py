@@ -288,10 +288,13 @@ def overflow_pick(n_band: int, room: Sequence[float], rng: random.Random) -> tup
     where it fits nowhere, to the one it overloads least (never a failure). One
     ``rng.random()`` call either way.
     """
-    fits = [r if r > 0.0 else 0.0 for r in room]
-    total = sum(fits)
-    point = rng.random() * total
-    k = _draw(fits, point) if total > 0.0 else room.index(max(room))  # the first largest
+    best = max(room)
+    if best > 0.0:
+        fits = [r if r > 0.0 else 0.0 for r in room]
+        k = _draw(fits, rng.random() * sum(fits))
+    else:  # fits nowhere (the usual case in a saturated fleet): no list of zeros to sum
+        rng.random()
+        k = room.index(best)  # the first largest
     return (True, k) if k < n_band else (False, k - n_band)
 
 
