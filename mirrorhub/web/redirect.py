@@ -404,7 +404,7 @@ class Dispatcher:
             headers = scope["headers"]
         # One flat tuple: (host, scheme, query, then name and value of each forwarding
         # header); nested tuples cost ~200 instructions more to hash and compare.
-        parts: list[object] = [host, scope.get("scheme"), scope["query_string"]]
+        parts: list[object] = [host, scope.get("scheme"), scope.get("query_string", b"")]
         for header in headers:
             name = header[0]
             if name == b"accept":
