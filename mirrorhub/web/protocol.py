@@ -44,6 +44,7 @@ _NOTED, _NOTED_HEADERS = wire.NOTED, wire.NOTED_HEADERS
 # presence is all the keep-alive decision needs to know (see on_headers_complete).
 _WATCHED = _NOTED_HEADERS | {b"connection"}
 _METHODS = {b"GET": "GET", b"HEAD": "HEAD"}  # a dict lookup costs less than a decode
+_NO_PATHS: dict[bytes, str] = {}
 
 
 class _NoEvent:
@@ -75,8 +76,9 @@ class RedirectProtocol(HttpToolsProtocol):
         # None when every request must take uvicorn's path (limits, access log, root path:
         # uvicorn applies those per request).
         self._fast = fast if direct and paths is not None else None
-        # The dispatcher's raw paths it has found valid -> their ASGI ``path``.
-        self._direct_path = paths.get if paths is not None else None
+        # The dispatcher's raw paths it has found valid -> their ASGI ``path`` (read only
+        # when ``_fast`` is set, which needs them).
+        self._direct_path = (paths if paths is not None else _NO_PATHS).get
         # A request has begun and is not answered directly (it may be with uvicorn's path,
         # which then owns the keep-alive timer: the idle timer is cancelled at the hand-off).
         self._busy = False
@@ -137,11 +139,12 @@ class RedirectProtocol(HttpToolsProtocol):
         # would decode, and it is not the inner app's ``/-/``. Anything else (a path not
         # seen yet, an absolute URL, a fragment, ...) takes uvicorn's path.
         url, _, query = self.url.partition(b"?")  # (url, b"", b"") without a query
-        path = self._direct_path(url)  # type: ignore[misc]
+        path = self._direct_path(url)
+        # A fragment after the query goes to uvicorn too: it leaves it out of query_string.
         # ``bytes.find``, not ``in``: CPython 3.11's ``bytes in bytes`` first tries its left
         # side as an integer and formats a TypeError it then drops (~1,800 instructions).
         if path is None or (query and query.find(b"#") >= 0):
-            self._to_asgi()  # uvicorn leaves a fragment out of query_string
+            self._to_asgi()
             return
         parser = self.parser
         method = parser.get_method()

@@ -232,7 +232,9 @@ class Dispatcher:
             if path is None:
                 path = normalize_path(raw_path)  # a pure function: remember valid paths
                 self._paths.put(raw_path, path)
-            raw = scope.get("raw_path")  # as uvicorn decodes it (and no root path) below
+            # Teach the protocol this raw path, if it decodes to this path as uvicorn decodes
+            # (it would not under a root path, or from a server that keeps the query in it).
+            raw = scope.get("raw_path")
             if raw and self.direct_paths.get(raw) is None and request_path(raw) == raw_path:
                 self.direct_paths.put(raw, raw_path)
             ctx, profile, accept = self.context(scope, index)
