@@ -19,6 +19,14 @@ redirect does not need (about a third of that path's own cost, docs/performance.
   no request is under way; otherwise it re-arms for the rest or leaves the connection to
   uvicorn's own timer (a request that goes to ASGI cancels the idle timer first).
 
+A direct answer is not written at once either. The answers made while the loop hands over
+what it has read are written together right after (one ``call_soon`` per pass), as
+uvicorn's own answers are: they come from tasks, which run after the reads. Written one by
+one, each woke the client up on its own; on loopback (wrk, or a proxy on the same host)
+that wake-up is paid by the writer, ~2 µs of CPU per answer (docs/performance.md). Whatever
+uvicorn writes or closes itself on this connection (its 400, the end of input, a shutdown,
+a closing answer) first writes the answers still held, so their order stays.
+
 The headers the direct path and the dispatcher read are kept apart as the parser hands them
 over (mirrorhub.web.wire): the body check, a cached client's context and the fused recorder
 loop over those only, not over a browser's dozen others.
@@ -31,6 +39,7 @@ and tests the idle timer.
 from __future__ import annotations
 
 import asyncio
+import weakref
 from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
@@ -43,6 +52,7 @@ _NOTED, _NOTED_HEADERS = wire.NOTED, wire.NOTED_HEADERS
 # Looked for as the parser hands over each header: the noted ones, and Connection, whose
 # presence is all the keep-alive decision needs to know (see on_headers_complete).
 _WATCHED = _NOTED_HEADERS | {b"connection"}
+_CLOSE = b"connection: close\r\n\r\n"
 _METHODS = {b"GET": "GET", b"HEAD": "HEAD"}  # a dict lookup costs less than a decode
 _NO_PATHS: dict[bytes, str] = {}
 
@@ -62,6 +72,35 @@ class _Answered:
 
 
 _ANSWERED = _Answered()
+
+
+class _Replies:
+    """The direct answers one event loop has made in its current pass, not yet written."""
+
+    __slots__ = ("held",)
+
+    def __init__(self) -> None:
+        self.held: list[tuple[asyncio.WriteTransport, bytes]] = []
+
+    def flush(self) -> None:
+        held, self.held = self.held, []
+        for transport, data in held:
+            try:  # noqa: SIM105 (contextlib.suppress costs a context manager per answer)
+                transport.write(data)
+            except RuntimeError:  # uvloop: closed since (the peer left); nobody to answer
+                pass
+
+
+_REPLIES: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Replies] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _replies_of(loop: asyncio.AbstractEventLoop) -> _Replies:
+    replies = _REPLIES.get(loop)
+    if replies is None:
+        replies = _REPLIES[loop] = _Replies()
+    return replies
 
 
 class RedirectProtocol(HttpToolsProtocol):
@@ -86,10 +125,24 @@ class RedirectProtocol(HttpToolsProtocol):
         self._idle_timer: asyncio.TimerHandle | None = None
         self._noted: list[tuple[bytes, bytes]] = []  # this request's, see on_header
         self._connection = False  # this request has a Connection header
+        self._replies = _replies_of(self.loop)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._cancel_idle_timer()
         super().connection_lost(exc)
+
+    # uvicorn's own writes and closes: the answers held for this pass go out before them.
+
+    def eof_received(self) -> None:
+        self._replies.flush()  # the transport closes when this returns, after its buffer
+
+    def send_400_response(self, msg: str) -> None:
+        self._replies.flush()
+        super().send_400_response(msg)
+
+    def shutdown(self) -> None:
+        self._replies.flush()
+        super().shutdown()
 
     def on_message_begin(self) -> None:
         self._busy = True
@@ -218,14 +271,22 @@ class RedirectProtocol(HttpToolsProtocol):
             self._idle_timer = None
 
     def _write(self, lines: bytes, keep_alive: bool) -> None:
-        """Write the 302 with the answer's ready-made header lines after uvicorn's default
-        headers (``date``: renewed every second, so their lines are made once per list)."""
+        """The 302 with the answer's ready-made header lines after uvicorn's default headers
+        (``date``: renewed every second, so their lines are made once per list), held for
+        the end of the loop's pass; a closing answer is written now, after those held."""
         global _defaults, _default_lines
         defaults = self.server_state.default_headers
         if defaults is not _defaults:
             _defaults, _default_lines = defaults, _STATUS_302 + wire.lines(defaults)
-        tail = b"\r\n" if keep_alive else b"connection: close\r\n\r\n"
-        self.transport.write(b"".join((_default_lines, lines, tail)))
+        if keep_alive:
+            replies = self._replies
+            held = replies.held
+            held.append((self.transport, b"".join((_default_lines, lines, b"\r\n"))))
+            if len(held) == 1:
+                self.loop.call_soon(replies.flush)
+        else:
+            self._replies.flush()
+            self.transport.write(b"".join((_default_lines, lines, _CLOSE)))
 
 
 # uvicorn replaces its default header list when the date changes; the status line and

@@ -211,6 +211,50 @@ def test_a_direct_answer_keeps_the_connection_and_the_date(
     assert CountingProtocol.direct == 3
 
 
+def answers(response: bytes) -> list[bytes]:
+    """The status lines in ``response``, in order."""
+    return [line for line in response.split(b"\r\n") if line.startswith(b"HTTP/1.1 ")]
+
+
+@pytest.mark.parametrize("ours", [False, True])
+def test_answers_held_for_the_pass_go_out_before_uvicorns_400(
+    geo: GeoLocator,  # noqa: F811
+    tmp_path: Path,
+    ours: bool,
+) -> None:
+    """Direct answers and a bad request after them in one write: the 302s first, then the
+    400 uvicorn writes itself (stock uvicorn loses its 302s there: its tasks write after
+    the 400 closed the connection)."""
+    app = make_app(geo, tmp_path, **TRUST_LOOPBACK)
+    CountingProtocol.direct = 0
+    with running(app, CountingProtocol if ours else "httptools") as port:
+        exchange(port, get("/pub/x.iso", BERLIN, CLOSE))  # learn the path
+        got = exchange(port, get("/pub/x.iso", BERLIN) * 2 + b"BAD REQUEST\r\n\r\n")
+    if ours:
+        assert CountingProtocol.direct == 2
+        assert answers(got) == [b"HTTP/1.1 302 Found"] * 2 + [b"HTTP/1.1 400 Bad Request"]
+    else:
+        assert answers(got) == [b"HTTP/1.1 400 Bad Request"]
+
+
+def test_a_client_that_stops_sending_after_its_request_gets_the_answer(
+    geo: GeoLocator,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    """The end of input closes the connection (uvicorn keeps nothing open) once the
+    transport has written what it holds."""
+    app = make_app(geo, tmp_path, **TRUST_LOOPBACK)
+    CountingProtocol.direct = 0
+    with running(app, CountingProtocol) as port:
+        exchange(port, get("/pub/x.iso", BERLIN, CLOSE))  # learn the path
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as conn:
+            conn.sendall(get("/pub/x.iso", BERLIN) * 2)
+            conn.shutdown(socket.SHUT_WR)
+            got = b"".join(iter(lambda: conn.recv(65536), b""))
+    assert CountingProtocol.direct == 2
+    assert answers(got) == [b"HTTP/1.1 302 Found"] * 2
+
+
 def test_a_plain_asgi_app_is_served_the_ordinary_way(tmp_path: Path) -> None:
     async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
         await send({"type": "http.response.start", "status": 204, "headers": []})
@@ -303,9 +347,10 @@ def test_a_slow_asgi_answer_after_direct_ones_is_not_cut_by_the_idle_timer(
 
 
 class _Transport(asyncio.Transport):
-    def __init__(self) -> None:
+    def __init__(self, log: list[tuple[int, bytes]] | None = None) -> None:
         super().__init__()
         self.written: list[bytes] = []
+        self.log = log if log is not None else []  # (id of the transport, bytes), all in turn
 
     def get_extra_info(self, name: str, default: Any = None) -> Any:
         extra = {"peername": ("127.0.0.1", 40000), "sockname": ("127.0.0.1", 8080)}
@@ -313,6 +358,7 @@ class _Transport(asyncio.Transport):
 
     def write(self, data: Any) -> None:
         self.written.append(bytes(data))
+        self.log.append((id(self), bytes(data)))
 
     def is_closing(self) -> bool:
         return False
@@ -363,6 +409,7 @@ def test_the_noted_headers_are_the_named_ones_in_order_per_request() -> None:
             )
             + get("/pub/x.iso", "User-Agent: t")
         )
+        loop.run_until_complete(asyncio.sleep(0))  # the pass ends: the answers are written
         proto.connection_lost(None)
     finally:
         loop.close()
@@ -384,3 +431,50 @@ def test_the_noted_headers_are_the_named_ones_in_order_per_request() -> None:
 def test_every_header_a_direct_reader_looks_for_is_noted() -> None:
     read = redirect._FORWARD_HEADERS | {b"accept", b"range", b"expect"}
     assert read | set(protocol._BODY_HEADERS) <= NOTED_HEADERS
+
+
+def test_direct_answers_are_written_together_after_the_loops_pass() -> None:
+    config = uvicorn.Config(
+        _DirectApp(), http=RedirectProtocol, lifespan="off", access_log=False, proxy_headers=False
+    )
+    config.load()
+    loop = asyncio.new_event_loop()
+    log: list[tuple[int, bytes]] = []
+    try:
+        state = uvicorn.server.ServerState()
+        protos, transports = [], []
+        for _ in range(3):
+            proto = RedirectProtocol(  # type: ignore[no-untyped-call]
+                config=config, server_state=state, app_state={}, _loop=loop
+            )
+            transports.append(_Transport(log))
+            proto.connection_made(transports[-1])
+            protos.append(proto)
+        a, b, c = transports
+        protos[0].data_received(get("/pub/x.iso"))
+        protos[1].data_received(get("/pub/x.iso") * 2)
+        assert log == []  # held while the loop is still handing over what it read
+        loop.run_until_complete(asyncio.sleep(0))
+        assert [t for t, _ in log] == [id(a), id(b), id(b)]
+        assert all(data.startswith(b"HTTP/1.1 302 Found\r\n") for _, data in log)
+        # A closing answer is written at once, after the answers held before it.
+        log.clear()
+        protos[2].data_received(get("/pub/x.iso"))
+        protos[0].data_received(get("/pub/x.iso", "connection: close"))
+        assert [t for t, _ in log] == [id(c), id(a)]
+        assert log[1][1].endswith(b"connection: close\r\n\r\n")
+        loop.run_until_complete(asyncio.sleep(0))
+        assert len(log) == 2  # nothing held twice
+        # The end of input and a shutdown close the transport: what is held goes first.
+        for proto, transport in ((protos[1], b), (protos[2], c)):
+            log.clear()
+            proto.data_received(get("/pub/x.iso"))
+            if transport is b:
+                proto.eof_received()
+            else:
+                proto.shutdown()
+            assert [t for t, _ in log] == [id(transport)]
+        for proto in protos:
+            proto.connection_lost(None)
+    finally:
+        loop.close()
