@@ -101,7 +101,10 @@ def bare_app(headers: list[list[str]], direct: bool = False) -> ASGIApp:
         send: Callable[[Message], Awaitable[None]],
     ) -> None:
         if scope["type"] == "http":
-            await send(start)
+            if direct:  # answered by the protocol, never here: make a slip show in check_bare
+                await send({**start, "status": 500})
+            else:
+                await send(start)
             await send(body)
         elif scope["type"] == "lifespan":
             while True:
@@ -117,7 +120,16 @@ def bare_app(headers: list[list[str]], direct: bool = False) -> ASGIApp:
 
         ready = lines(raw)
         app.fast_redirect = lambda scope: ready  # type: ignore[attr-defined]
+        app.direct_paths = _EveryPath()  # type: ignore[attr-defined]
     return app
+
+
+class _EveryPath:
+    """``Dispatcher.direct_paths`` for ``bare-direct``: every request target is a path the
+    protocol may answer directly (without it the protocol hands every request to ASGI)."""
+
+    def get(self, raw: bytes) -> str:
+        return raw.decode("latin-1")
 
 
 def mirrorhub_app(config: dict[str, Any]) -> ASGIApp:
