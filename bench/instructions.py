@@ -252,7 +252,7 @@ def protocol_feed(app: Any, fast: Any = None) -> Any:
         nonlocal fed
         received(data)
         fed += 1
-        if fed == ANSWERS_PER_PASS:  # the end of the loop's pass, where the server writes what it held
+        if fed == ANSWERS_PER_PASS:  # a pass ends: the server writes what it held
             flush()
             fed = 0
 
