@@ -237,6 +237,22 @@ def test_answers_held_for_the_pass_go_out_before_uvicorns_400(
         assert answers(got) == [b"HTTP/1.1 400 Bad Request"]
 
 
+def test_answers_held_for_the_pass_go_out_before_a_refused_upgrade(
+    geo: GeoLocator,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    """uvicorn's WebSocket handler refuses a handshake without a key by writing a 400 and
+    closing at once, from the parser's callback: the direct answers before it go first."""
+    app = make_app(geo, tmp_path, **TRUST_LOOPBACK)
+    CountingProtocol.direct = 0
+    refused = get("/ws", "upgrade: websocket", "connection: upgrade")  # no Sec-WebSocket-Key
+    with running(app, CountingProtocol) as port:
+        exchange(port, get("/pub/x.iso", BERLIN, CLOSE))  # learn the path
+        got = exchange(port, get("/pub/x.iso", BERLIN) * 2 + refused)
+    assert CountingProtocol.direct == 2
+    assert answers(got) == [b"HTTP/1.1 302 Found"] * 2 + [b"HTTP/1.1 400 Bad Request"]
+
+
 def test_a_client_that_stops_sending_after_its_request_gets_the_answer(
     geo: GeoLocator,  # noqa: F811
     tmp_path: Path,
@@ -474,6 +490,19 @@ def test_direct_answers_are_written_together_after_the_loops_pass() -> None:
             else:
                 proto.shutdown()
             assert [t for t, _ in log] == [id(transport)]
+        # A pass holds MOST_HELD answers at most: a client that pipelines requests and
+        # reads nothing is written to (and met by the transport's flow control) meanwhile.
+        log.clear()
+        greedy = RedirectProtocol(  # type: ignore[no-untyped-call]
+            config=config, server_state=state, app_state={}, _loop=loop
+        )
+        greedy.connection_made(_Transport(log))
+        protos.append(greedy)
+        greedy.data_received(get("/pub/x.iso") * 200)
+        held = len(greedy._replies.held)
+        assert 0 < held < protocol.MOST_HELD and len(log) == 200 - held
+        loop.run_until_complete(asyncio.sleep(0))
+        assert len(log) == 200
         for proto in protos:
             proto.connection_lost(None)
     finally:
