@@ -5,47 +5,15 @@ through ASGI, and nothing noticed for a session)."""
 from __future__ import annotations
 
 import asyncio
-from typing import Any
-
-import uvicorn
-from uvicorn.server import ServerState
 
 from bench.server import BARE_HEADERS, bare_app
-from mirrorhub.web.protocol import RedirectProtocol
-
-
-class _Transport(asyncio.Transport):
-    def __init__(self) -> None:
-        super().__init__()
-        self.written: list[bytes] = []
-
-    def get_extra_info(self, name: str, default: Any = None) -> Any:
-        extra = {"peername": ("127.0.0.1", 40000), "sockname": ("127.0.0.1", 8080)}
-        return extra.get(name, default)
-
-    def write(self, data: Any) -> None:
-        self.written.append(bytes(data))
-
-    def is_closing(self) -> bool:
-        return False
-
-    def close(self) -> None:
-        pass
+from tests.web.test_protocol import connect
 
 
 def test_bare_direct_is_answered_from_the_parser() -> None:
-    app = bare_app(BARE_HEADERS, direct=True)
-    config = uvicorn.Config(
-        app, http=RedirectProtocol, lifespan="off", access_log=False, proxy_headers=False
-    )
-    config.load()
     loop = asyncio.new_event_loop()
     try:
-        proto = RedirectProtocol(  # type: ignore[no-untyped-call]
-            config=config, server_state=ServerState(), app_state={}, _loop=loop
-        )
-        transport = _Transport()
-        proto.connection_made(transport)
+        proto, transport = connect(bare_app(BARE_HEADERS, direct=True), loop)
         assert proto._fast is not None  # the protocol will answer this app directly
         for target in (b"/pub/x", b"/any/other.iso?q=1"):
             proto.data_received(b"GET " + target + b" HTTP/1.1\r\nhost: b\r\n\r\n")

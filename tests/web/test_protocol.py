@@ -20,6 +20,7 @@ from typing import Any
 
 import pytest
 import uvicorn
+from uvicorn.server import ServerState
 
 from mirrorhub.geo import GeoLocator
 from mirrorhub.web import protocol, redirect
@@ -362,7 +363,9 @@ def test_a_slow_asgi_answer_after_direct_ones_is_not_cut_by_the_idle_timer(
     assert CountingProtocol.direct == 2
 
 
-class _Transport(asyncio.Transport):
+class FakeTransport(asyncio.Transport):
+    """Keeps what is written (and logs it, with its own id, in ``log`` if given)."""
+
     def __init__(self, log: list[tuple[int, bytes]] | None = None) -> None:
         super().__init__()
         self.written: list[bytes] = []
@@ -383,6 +386,26 @@ class _Transport(asyncio.Transport):
         pass
 
 
+def connect(
+    app: Any,
+    loop: asyncio.AbstractEventLoop,
+    log: list[tuple[int, bytes]] | None = None,
+    state: ServerState | None = None,
+) -> tuple[RedirectProtocol, FakeTransport]:
+    """A RedirectProtocol connection serving ``app`` on ``loop`` (run by the caller, or not:
+    the protocol is fed by hand), on a FakeTransport."""
+    config = uvicorn.Config(
+        app, http=RedirectProtocol, lifespan="off", access_log=False, proxy_headers=False
+    )
+    config.load()
+    proto = RedirectProtocol(  # type: ignore[no-untyped-call]
+        config=config, server_state=state or ServerState(), app_state={}, _loop=loop
+    )
+    transport = FakeTransport(log)
+    proto.connection_made(transport)
+    return proto, transport
+
+
 class _DirectApp:
     """Answers every request directly and keeps the scopes it was given."""
 
@@ -400,17 +423,9 @@ class _DirectApp:
 
 def test_the_noted_headers_are_the_named_ones_in_order_per_request() -> None:
     app = _DirectApp()
-    config = uvicorn.Config(
-        app, http=RedirectProtocol, lifespan="off", access_log=False, proxy_headers=False
-    )
-    config.load()
     loop = asyncio.new_event_loop()
     try:
-        proto = RedirectProtocol(  # type: ignore[no-untyped-call]
-            config=config, server_state=uvicorn.server.ServerState(), app_state={}, _loop=loop
-        )
-        transport = _Transport()
-        proto.connection_made(transport)
+        proto, transport = connect(app, loop)
         proto.data_received(
             get(
                 "/pub/x.iso",
@@ -450,22 +465,12 @@ def test_every_header_a_direct_reader_looks_for_is_noted() -> None:
 
 
 def test_direct_answers_are_written_together_after_the_loops_pass() -> None:
-    config = uvicorn.Config(
-        _DirectApp(), http=RedirectProtocol, lifespan="off", access_log=False, proxy_headers=False
-    )
-    config.load()
+    app = _DirectApp()
     loop = asyncio.new_event_loop()
     log: list[tuple[int, bytes]] = []
     try:
-        state = uvicorn.server.ServerState()
-        protos, transports = [], []
-        for _ in range(3):
-            proto = RedirectProtocol(  # type: ignore[no-untyped-call]
-                config=config, server_state=state, app_state={}, _loop=loop
-            )
-            transports.append(_Transport(log))
-            proto.connection_made(transports[-1])
-            protos.append(proto)
+        state = ServerState()
+        protos, transports = zip(*(connect(app, loop, log, state) for _ in range(3)), strict=True)
         a, b, c = transports
         protos[0].data_received(get("/pub/x.iso"))
         protos[1].data_received(get("/pub/x.iso") * 2)
@@ -493,17 +498,13 @@ def test_direct_answers_are_written_together_after_the_loops_pass() -> None:
         # A pass holds MOST_HELD answers at most: a client that pipelines requests and
         # reads nothing is written to (and met by the transport's flow control) meanwhile.
         log.clear()
-        greedy = RedirectProtocol(  # type: ignore[no-untyped-call]
-            config=config, server_state=state, app_state={}, _loop=loop
-        )
-        greedy.connection_made(_Transport(log))
-        protos.append(greedy)
+        greedy, _ = connect(app, loop, log, state)
         greedy.data_received(get("/pub/x.iso") * 200)
         held = len(greedy._replies.held)
         assert 0 < held < protocol.MOST_HELD and len(log) == 200 - held
         loop.run_until_complete(asyncio.sleep(0))
         assert len(log) == 200
-        for proto in protos:
+        for proto in (*protos, greedy):
             proto.connection_lost(None)
     finally:
         loop.close()
