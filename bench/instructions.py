@@ -27,8 +27,8 @@ over the 10,000 requests, less a no-op call per request:
   (``RedirectProtocol.data_received``) up to the written answer, without system calls:
   with a fixed answer instead of the dispatcher (the protocol's own share), with the
   dispatcher, and with the ten more headers a browser sends. The answers are written
-  ``ANSWERS_PER_PASS`` at a time, as the server writes those of one loop pass together (15 is the mean
-  pass under bench.redirect's 32 wrk connections).
+  ``ANSWERS_PER_PASS`` at a time, as the server writes those of one loop pass together
+  (15 is the mean pass under bench.redirect's 32 wrk connections).
 
 ``--baseline DIR`` (a checkout, e.g. ``git worktree add /tmp/base COMMIT``) runs the same
 child on that checkout's ``mirrorhub`` and prints both. Needs valgrind (Debian: valgrind).

@@ -23,9 +23,9 @@ the rounds wrk counts answers of 400 and above (the run warns if mirrorhub gave 
 Lua hook: that hook builds a table of the answer's headers for each response, and on this
 2-core machine wrk's share of the CPU then grows with the answer's header count, which cost
 mirrorhub (eleven headers) ~13 % of its requests/s and the bare app (two) ~4 % (2026-11-30,
-docs/performance.md, session 13). After a warm-up, rounds alternate between the apps (each round starting one app
-later); the report gives the median requests/s, latency percentiles and server CPU time per
-request of each, and the ratio mirrorhub / bare.
+docs/performance.md, session 13). After a warm-up, rounds alternate between the apps (each
+round starting one app later); the report gives the median requests/s, latency percentiles
+and server CPU time per request of each, and the ratio mirrorhub / bare.
 
 Not a test: numbers depend on the (shared, 2-core) machine, so only ratios measured in the
 same run mean much. Results go to bench/results/redirect.json.

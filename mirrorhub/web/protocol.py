@@ -101,16 +101,10 @@ class _Replies:
                 pass
 
 
+# One per event loop: the servers of a test suite run loops on several threads.
 _REPLIES: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Replies] = (
     weakref.WeakKeyDictionary()
 )
-
-
-def _replies_of(loop: asyncio.AbstractEventLoop) -> _Replies:
-    replies = _REPLIES.get(loop)
-    if replies is None:
-        replies = _REPLIES[loop] = _Replies()
-    return replies
 
 
 class RedirectProtocol(HttpToolsProtocol):
@@ -135,7 +129,7 @@ class RedirectProtocol(HttpToolsProtocol):
         self._idle_timer: asyncio.TimerHandle | None = None
         self._noted: list[tuple[bytes, bytes]] = []  # this request's, see on_header
         self._connection = False  # this request has a Connection header
-        self._replies = _replies_of(self.loop)
+        self._replies = _REPLIES.setdefault(self.loop, _Replies())
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._cancel_idle_timer()

@@ -368,15 +368,17 @@ class FakeTransport(asyncio.Transport):
 
     def __init__(self, log: list[tuple[int, bytes]] | None = None) -> None:
         super().__init__()
-        self.written: list[bytes] = []
         self.log = log if log is not None else []  # (id of the transport, bytes), all in turn
+
+    @property
+    def written(self) -> list[bytes]:
+        return [data for owner, data in self.log if owner == id(self)]
 
     def get_extra_info(self, name: str, default: Any = None) -> Any:
         extra = {"peername": ("127.0.0.1", 40000), "sockname": ("127.0.0.1", 8080)}
         return extra.get(name, default)
 
     def write(self, data: Any) -> None:
-        self.written.append(bytes(data))
         self.log.append((id(self), bytes(data)))
 
     def is_closing(self) -> bool:
@@ -487,13 +489,13 @@ def test_direct_answers_are_written_together_after_the_loops_pass() -> None:
         loop.run_until_complete(asyncio.sleep(0))
         assert len(log) == 2  # nothing held twice
         # The end of input and a shutdown close the transport: what is held goes first.
-        for proto, transport in ((protos[1], b), (protos[2], c)):
+        for proto, transport, close in (
+            (protos[1], b, protos[1].eof_received),
+            (protos[2], c, protos[2].shutdown),
+        ):
             log.clear()
             proto.data_received(get("/pub/x.iso"))
-            if transport is b:
-                proto.eof_received()
-            else:
-                proto.shutdown()
+            close()
             assert [t for t, _ in log] == [id(transport)]
         # A pass holds MOST_HELD answers at most: a client that pipelines requests and
         # reads nothing is written to (and met by the transport's flow control) meanwhile.
