@@ -114,10 +114,10 @@ def test_fast_pick_equals_decide(world, address, where, options, seed, now, fact
     client = Client(ipaddress.ip_address(address), Location(cc, cont, lat, lon, 64500))
     profile = index.profile(client, options)
     for pos in range(len(index)):
-        full = index.decide(
-            pos, client, options, random.Random(seed), full=False, now=now, load=load
-        )
-        fast = index.fast_pick(pos, profile, random.Random(seed), now, load)
+        full_rng, fast_rng = random.Random(seed), random.Random(seed)
+        full = index.decide(pos, client, options, full_rng, full=False, now=now, load=load)
+        fast = index.fast_pick(pos, profile, fast_rng, now, load)
+        assert fast_rng.random() == full_rng.random()  # as many draws
         if full.chosen is None:
             assert fast is None
             continue
@@ -218,10 +218,12 @@ def test_fast_pick_equals_decide_when_looking_past_the_spill_candidates(
             profile = index.profile(client, Options())
             for pos in range(len(index)):
                 draw = rng.random()
+                full_rng, fast_rng = random.Random(draw), random.Random(draw)
                 full = index.decide(
-                    pos, client, Options(), random.Random(draw), full=False, now=240.0, load=load
+                    pos, client, Options(), full_rng, full=False, now=240.0, load=load
                 )
-                fast = index.fast_pick(pos, profile, random.Random(draw), 240.0, load)
+                fast = index.fast_pick(pos, profile, fast_rng, 240.0, load)
+                assert fast_rng.random() == full_rng.random()  # as many draws
                 if full.chosen is None:
                     assert fast is None
                     continue

@@ -12,6 +12,8 @@ from types import SimpleNamespace
 from typing import Any, cast
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from mirrorhub.domain import (
     Client,
@@ -31,6 +33,7 @@ from mirrorhub.load import (
     LoadView,
     absorb,
     further_weights,
+    least_utilised,
     load_factor,
     make_view,
     overflow_pick,
@@ -243,6 +246,30 @@ def test_a_file_that_fits_nowhere_goes_to_the_least_overloaded() -> None:
     room = spare(view, ["a", "b"], size)
     assert all(r <= 0 for r in room)
     assert overflow_pick(2, room, random.Random(1)) == (True, 1)
+
+
+@given(
+    st.lists(st.tuples(st.integers(1, 100_000), st.floats(1.0, 5.0)), min_size=1, max_size=16),
+    st.integers(0, 10**11),
+)
+def test_least_utilised_is_the_overflow_pick_where_nothing_fits(
+    mirrors: list[tuple[int, float]], size: int
+) -> None:
+    """Every mirror at or past its capacity before the file: the same mirror as the first
+    largest value of spare(), which overflow_pick takes, ties included."""
+    names = [f"m{k}" for k in range(len(mirrors))]
+    caps = {n: c for n, (c, _) in zip(names, mirrors, strict=True)}
+    mbps = {n: c * u for n, (c, u) in zip(names, mirrors, strict=True)}
+    view = LoadView({}, mbps, caps)
+    room = spare(view, names, size)
+    assert max(room) <= 0.0
+    assert least_utilised(view, names, size) == room.index(max(room))
+
+
+def test_least_utilised_leaves_a_mirror_without_capacity_to_spare() -> None:
+    view = LoadView({}, {"a": 2000.0, "b": 3000.0}, {"a": 1000})
+    assert least_utilised(view, ["a", "b"], 0) is None
+    assert spare(view, ["a", "b"], 0) == [-2.0, float("-inf")]
 
 
 def test_what_a_held_back_member_sheds_goes_to_band_members_with_room_first() -> None:

@@ -17,6 +17,7 @@ from mirrorhub.load import (
     LoadView,
     _draw,
     further_weights,
+    least_utilised,
     overflow_pick,
     spare,
     weighted_pick,
@@ -241,9 +242,13 @@ def _held_back_pick(
     entirely: where the file fits under 100 % on none of them, the nearest fresh mirrors
     past them with room for it (:func:`~mirrorhub.load.further_weights`); else, or
     without such mirrors, :func:`~mirrorhub.load.overflow_pick` among band and spill."""
-    room = spare(load, found.member_names + found.spill_names, size)
+    names = found.member_names + found.spill_names
     below = load.below_capacity
-    if below and len(found.others) >= SPILL_CANDIDATES:
+    # None of them below its capacity (the usual case in a saturated fleet): the file fits
+    # on none, and overflow_pick would take the least utilised, which least_utilised finds
+    # without the list of spare() and its max(). Else spare() tells.
+    room = None if below.isdisjoint(names) else spare(load, names, size)
+    if below and len(found.others) >= SPILL_CANDIDATES and (room is None or max(room) <= 0.0):
         # Where the mirrors below capacity stand in this ranking, kept per profile while
         # the view's set stays the same: in a saturated fleet they are mostly mirrors no
         # client gets (down, disabled), and a few comparisons tell.
@@ -254,15 +259,20 @@ def _held_back_pick(
         if positions and positions[-1] > last:
             past = positions[bisect.bisect_right(positions, last) :]
             further, further_room = _further_positions(found, profile, past, load, size)
-            if further and max(room) <= 0.0:
+            if further:
                 weights = further_weights(
                     [float(profile.capacities[i]) for i in further],
                     load_factors(load, [profile.mirror_names[i] for i in further], size),
                     further_room,
                 )
                 return further[_draw(weights, rng.random() * sum(weights))]
-    in_band, k = overflow_pick(len(found.members), room, rng)
-    return found.members[k] if in_band else found.others[k]
+    k = least_utilised(load, names, size) if room is None else None
+    if k is None:
+        in_band, k = overflow_pick(len(found.members), room or spare(load, names, size), rng)
+        return found.members[k] if in_band else found.others[k]
+    rng.random()  # overflow_pick's one draw, kept so the generator moves on alike
+    n = len(found.members)
+    return found.members[k] if k < n else found.others[k - n]
 
 
 def _remember_room(memo: RoomMemo, profile: Profile, below: set[str]) -> None:
