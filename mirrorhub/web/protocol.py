@@ -120,8 +120,9 @@ class RedirectProtocol(HttpToolsProtocol):
         # uvicorn applies those per request).
         self._fast = fast if direct and paths is not None else None
         # The dispatcher's raw paths it has found valid -> their ASGI ``path`` (read only
-        # when ``_fast`` is set, which needs them).
+        # when ``_fast`` is set, which needs them), and what it says of one not there yet.
         self._direct_path = (paths if paths is not None else _NO_PATHS).get
+        self._learn_path = getattr(self.app, "learn_direct_path", _NO_PATHS.get)
         # A request has begun and is not answered directly (it may be with uvicorn's path,
         # which then owns the keep-alive timer: the idle timer is cancelled at the hand-off).
         self._busy = False
@@ -191,12 +192,14 @@ class RedirectProtocol(HttpToolsProtocol):
             if name in _BODY_HEADERS:
                 self._to_asgi()
                 return
-        # Only a target whose path the dispatcher has served through ASGI before: that one
-        # was uvicorn's ``raw_path``, so it has no fragment and ``path`` is what uvicorn
-        # would decode, and it is not the inner app's ``/-/``. Anything else (a path not
-        # seen yet, an absolute URL, a fragment, ...) takes uvicorn's path.
+        # Only a target whose path the dispatcher found valid and published (as uvicorn's
+        # ``raw_path``, so it has no fragment and ``path`` is what uvicorn would decode,
+        # and it is not the inner app's ``/-/``). Anything else (an unknown or invalid
+        # path, an absolute URL, a fragment, ...) takes uvicorn's path.
         url, _, query = self.url.partition(b"?")  # (url, b"", b"") without a query
         path = self._direct_path(url)
+        if path is None:
+            path = self._learn_path(url)
         # A fragment after the query goes to uvicorn too: it leaves it out of query_string.
         # ``bytes.find``, not ``in``: CPython 3.11's ``bytes in bytes`` first tries its left
         # side as an integer and formats a TypeError it then drops (~1,800 instructions).

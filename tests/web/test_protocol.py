@@ -97,7 +97,7 @@ BERLIN = "x-forwarded-for: 192.0.2.10"
 CLOSE = "connection: close"
 # Each entry is one connection; the last request closes it.
 CONVERSATIONS = [
-    # the same file twice: the first teaches the dispatcher the path, the second is direct
+    # the same file three times, each answered directly
     get("/pub/x.iso", BERLIN) + get("/pub/x.iso", BERLIN) + get("/pub/x.iso", BERLIN, CLOSE),
     get("/pub/x.iso", BERLIN, method="HEAD") + get("/pub/only-us.iso", CLOSE),
     get("/pub/x.iso", BERLIN, version="1.0"),  # HTTP/1.0: answered, then closed
@@ -109,7 +109,7 @@ CONVERSATIONS = [
     get("/pub/x.iso?json", BERLIN) + get("/pub/x.iso", "accept: application/json", CLOSE),
     get("/pub/x.iso?country=US", BERLIN) + get("/pub/x.iso?country=ZZ", BERLIN, CLOSE),
     get("/pub/a%20b+%C3%BC@.iso", BERLIN) + get("/pub/x.iso.meta4", BERLIN, CLOSE),
-    # escaped spellings, each served once through ASGI and then directly
+    # escaped spellings, answered directly
     get("/pub/a%20b+%C3%BC@.iso", BERLIN)
     + get("/pub/a%20b+%c3%bc%40.iso", BERLIN)
     + get("/pub/a%20b+%c3%bc%40.iso", BERLIN)
@@ -171,27 +171,53 @@ def test_answers_are_byte_identical_to_uvicorns(geo: GeoLocator, tmp_path: Path)
     assert CountingProtocol.direct >= 12
 
 
-def test_an_escaped_path_is_answered_directly_once_served(
+def test_a_published_path_is_answered_directly_from_its_first_request(
     geo: GeoLocator,  # noqa: F811
     tmp_path: Path,
 ) -> None:
+    """Escaped or not, the dispatcher learns a published file's target on its first request
+    (``learn_direct_path``): answered directly, as uvicorn's path answers it."""
+    stock_app = make_app(geo, tmp_path, **TRUST_LOOPBACK)
     app = make_app(geo, tmp_path, **TRUST_LOOPBACK)
     CountingProtocol.direct = 0
     escaped = "/pub/a%20b+%C3%BC%40.iso"
-    with running(app, CountingProtocol) as port:
-        first = exchange(port, get(escaped, BERLIN, CLOSE))  # through ASGI
-        assert CountingProtocol.direct == 0
-        again = exchange(port, get(escaped, BERLIN, CLOSE))
+    with running(stock_app, "httptools") as stock, running(app, CountingProtocol) as port:
+        first = exchange(port, get(escaped, BERLIN, CLOSE))
         assert CountingProtocol.direct == 1
-        # the unescaped path is another raw target: through ASGI once more
         exchange(port, get("/pub/x.iso", BERLIN, CLOSE))
-        assert CountingProtocol.direct == 1
-    assert b"location: http://de1.example/pub/pub/a%20b%2B%C3%BC%40.iso\r\n" in again
-    assert (
-        without_date(first).split(b"x-mirrorhub-mirror")[0]
-        == without_date(again).split(b"x-mirrorhub-mirror")[0]
-    )
-    assert app.direct_paths.get(escaped.encode()) == "/pub/a b+ü@.iso"
+        assert CountingProtocol.direct == 2
+        expected = exchange(stock, get(escaped, BERLIN, CLOSE))
+    assert b"location: http://de1.example/pub/pub/a%20b%2B%C3%BC%40.iso\r\n" in first
+    assert without_date(first) == without_date(expected)
+    assert app.direct_paths.get(escaped.encode()) == "/pub/a b+\u00fc@.iso"
+
+
+@pytest.mark.parametrize(
+    "target",
+    [
+        b"/pub/",  # a directory
+        b"/nope.iso",  # not published
+        b"/pub/%2E%2E/x.iso",  # invalid once decoded
+        b"/pub//x.iso",
+        b"/pub/%FF.iso",  # not UTF-8
+        b"/pub/x.iso%23f",  # "#f" is part of the name: no such file
+        b"/pub/x.iso#f",  # a fragment
+        b"/%2D/ping",  # the inner app's, escaped
+        b"/-/ping",
+        b"http://dl.example/pub/x.iso",  # absolute form
+        b"pub/x.iso",
+    ],
+)
+def test_only_published_files_are_learnt_for_the_direct_path(
+    geo: GeoLocator,  # noqa: F811
+    tmp_path: Path,
+    target: bytes,
+) -> None:
+    app = make_app(geo, tmp_path, **TRUST_LOOPBACK)
+    assert app.learn_direct_path(target) is None
+    assert len(app.direct_paths) == 0
+    assert app.learn_direct_path(b"/pub/x.iso") == "/pub/x.iso"
+    assert app.direct_paths.get(b"/pub/x.iso") == "/pub/x.iso"
 
 
 def test_a_direct_answer_keeps_the_connection_and_the_date(
@@ -200,15 +226,16 @@ def test_a_direct_answer_keeps_the_connection_and_the_date(
 ) -> None:
     app = make_app(geo, tmp_path, **TRUST_LOOPBACK)
     CountingProtocol.direct = 0
-    with running(app, CountingProtocol) as port:
-        exchange(port, get("/pub/x.iso", BERLIN, CLOSE))  # learn the path
-        with socket.create_connection(("127.0.0.1", port), timeout=10) as conn:
-            for _ in range(3):  # keep-alive: three answers on one connection
-                conn.sendall(get("/pub/x.iso", BERLIN))
-                answer = conn.recv(65536)
-                assert answer.startswith(b"HTTP/1.1 302 Found\r\ndate: ")
-                assert b"\r\nlocation: http://de1.example/pub/pub/x.iso\r\n" in answer
-                assert answer.endswith(b"\r\n\r\n") and b"connection: close" not in answer
+    with (
+        running(app, CountingProtocol) as port,
+        socket.create_connection(("127.0.0.1", port), timeout=10) as conn,
+    ):
+        for _ in range(3):  # keep-alive: three answers on one connection
+            conn.sendall(get("/pub/x.iso", BERLIN))
+            answer = conn.recv(65536)
+            assert answer.startswith(b"HTTP/1.1 302 Found\r\ndate: ")
+            assert b"\r\nlocation: http://de1.example/pub/pub/x.iso\r\n" in answer
+            assert answer.endswith(b"\r\n\r\n") and b"connection: close" not in answer
     assert CountingProtocol.direct == 3
 
 
@@ -229,7 +256,6 @@ def test_answers_held_for_the_pass_go_out_before_uvicorns_400(
     app = make_app(geo, tmp_path, **TRUST_LOOPBACK)
     CountingProtocol.direct = 0
     with running(app, CountingProtocol if ours else "httptools") as port:
-        exchange(port, get("/pub/x.iso", BERLIN, CLOSE))  # learn the path
         got = exchange(port, get("/pub/x.iso", BERLIN) * 2 + b"BAD REQUEST\r\n\r\n")
     if ours:
         assert CountingProtocol.direct == 2
@@ -248,7 +274,6 @@ def test_answers_held_for_the_pass_go_out_before_a_refused_upgrade(
     CountingProtocol.direct = 0
     refused = get("/ws", "upgrade: websocket", "connection: upgrade")  # no Sec-WebSocket-Key
     with running(app, CountingProtocol) as port:
-        exchange(port, get("/pub/x.iso", BERLIN, CLOSE))  # learn the path
         got = exchange(port, get("/pub/x.iso", BERLIN) * 2 + refused)
     assert CountingProtocol.direct == 2
     assert answers(got) == [b"HTTP/1.1 302 Found"] * 2 + [b"HTTP/1.1 400 Bad Request"]
@@ -262,12 +287,13 @@ def test_a_client_that_stops_sending_after_its_request_gets_the_answer(
     transport has written what it holds."""
     app = make_app(geo, tmp_path, **TRUST_LOOPBACK)
     CountingProtocol.direct = 0
-    with running(app, CountingProtocol) as port:
-        exchange(port, get("/pub/x.iso", BERLIN, CLOSE))  # learn the path
-        with socket.create_connection(("127.0.0.1", port), timeout=10) as conn:
-            conn.sendall(get("/pub/x.iso", BERLIN) * 2)
-            conn.shutdown(socket.SHUT_WR)
-            got = b"".join(iter(lambda: conn.recv(65536), b""))
+    with (
+        running(app, CountingProtocol) as port,
+        socket.create_connection(("127.0.0.1", port), timeout=10) as conn,
+    ):
+        conn.sendall(get("/pub/x.iso", BERLIN) * 2)
+        conn.shutdown(socket.SHUT_WR)
+        got = b"".join(iter(lambda: conn.recv(65536), b""))
     assert CountingProtocol.direct == 2
     assert answers(got) == [b"HTTP/1.1 302 Found"] * 2
 
@@ -298,7 +324,7 @@ def test_a_header_value_uvicorn_would_refuse_is_not_written(
     app.redirect_headers = tainted  # type: ignore[method-assign]
     CountingProtocol.direct = 0
     with running(app, CountingProtocol) as port:
-        exchange(port, get("/pub/x.iso", BERLIN, CLOSE))  # learn the path (ASGI: refused)
+        exchange(port, get("/pub/x.iso", BERLIN, CLOSE))  # refused on either path
         answer = exchange(port, get("/pub/x.iso", BERLIN, CLOSE))
     assert b"x-injected" not in answer and b"\x00" not in answer
     assert CountingProtocol.direct == 0
@@ -321,17 +347,18 @@ def test_an_idle_connection_is_closed_after_the_keep_alive_timeout(
 ) -> None:
     app = make_app(geo, tmp_path, **TRUST_LOOPBACK)
     CountingProtocol.direct = 0
-    with running(app, CountingProtocol, timeout_keep_alive=1) as port:
-        exchange(port, get("/pub/x.iso", BERLIN, CLOSE))  # learn the path
-        with socket.create_connection(("127.0.0.1", port), timeout=10) as conn:
-            # Requests 0.4 s apart for 2.4 s, longer than the timeout: never idle for 1 s.
-            for _ in range(7):
-                conn.sendall(get("/pub/x.iso", BERLIN))
-                assert conn.recv(65536).startswith(b"HTTP/1.1 302 Found\r\n")
-                time.sleep(0.4)
-            # 0.4 s idle already: closed about 0.6 s later, not at once and not never.
-            waited = closed_within(conn, 5)
-            assert waited is not None and 0.3 < waited < 2.0
+    with (
+        running(app, CountingProtocol, timeout_keep_alive=1) as port,
+        socket.create_connection(("127.0.0.1", port), timeout=10) as conn,
+    ):
+        # Requests 0.4 s apart for 2.4 s, longer than the timeout: never idle for 1 s.
+        for _ in range(7):
+            conn.sendall(get("/pub/x.iso", BERLIN))
+            assert conn.recv(65536).startswith(b"HTTP/1.1 302 Found\r\n")
+            time.sleep(0.4)
+        # 0.4 s idle already: closed about 0.6 s later, not at once and not never.
+        waited = closed_within(conn, 5)
+        assert waited is not None and 0.3 < waited < 2.0
     assert CountingProtocol.direct == 7
 
 
@@ -348,18 +375,19 @@ def test_a_slow_asgi_answer_after_direct_ones_is_not_cut_by_the_idle_timer(
 
     app.inner = slow  # serves /-/
     CountingProtocol.direct = 0
-    with running(app, CountingProtocol, timeout_keep_alive=1) as port:
-        exchange(port, get("/pub/x.iso", BERLIN, CLOSE))  # learn the path
-        with socket.create_connection(("127.0.0.1", port), timeout=10) as conn:
-            conn.sendall(get("/pub/x.iso", BERLIN))  # direct: arms the idle timer
-            assert conn.recv(65536).startswith(b"HTTP/1.1 302 Found\r\n")
-            conn.sendall(get("/-/slow", BERLIN))
-            assert conn.recv(65536).startswith(b"HTTP/1.1 204 ")
-            conn.sendall(get("/pub/x.iso", BERLIN))  # the connection is still open
-            assert conn.recv(65536).startswith(b"HTTP/1.1 302 Found\r\n")
-            # and uvicorn's own timing still closes it once idle
-            waited = closed_within(conn, 5)
-            assert waited is not None and 0.5 < waited < 2.5
+    with (
+        running(app, CountingProtocol, timeout_keep_alive=1) as port,
+        socket.create_connection(("127.0.0.1", port), timeout=10) as conn,
+    ):
+        conn.sendall(get("/pub/x.iso", BERLIN))  # direct: arms the idle timer
+        assert conn.recv(65536).startswith(b"HTTP/1.1 302 Found\r\n")
+        conn.sendall(get("/-/slow", BERLIN))
+        assert conn.recv(65536).startswith(b"HTTP/1.1 204 ")
+        conn.sendall(get("/pub/x.iso", BERLIN))  # the connection is still open
+        assert conn.recv(65536).startswith(b"HTTP/1.1 302 Found\r\n")
+        # and uvicorn's own timing still closes it once idle
+        waited = closed_within(conn, 5)
+        assert waited is not None and 0.5 < waited < 2.5
     assert CountingProtocol.direct == 2
 
 
@@ -413,7 +441,7 @@ class _DirectApp:
 
     def __init__(self) -> None:
         self.scopes: list[dict[str, Any]] = []
-        self.direct_paths = {b"/pub/x.iso": "/pub/x.iso"}  # as if served once through ASGI
+        self.direct_paths = {b"/pub/x.iso": "/pub/x.iso"}  # as if learnt
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         raise AssertionError("not answered directly")
