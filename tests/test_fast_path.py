@@ -236,3 +236,37 @@ def test_fast_pick_equals_decide_when_looking_past_the_spill_candidates(
                 )
                 assert listed.chosen is not None and listed.chosen.mirror == full.chosen.mirror
     assert outcomes["further"] > 100 and outcomes["overflow"] > 100, outcomes
+
+
+def test_bands_with_the_same_positions_share_their_tuples() -> None:
+    """Files every near mirror holds get bands of one shape: the same tuple objects, with
+    each file's own facts and answers; a file one mirror lacks gets a band of its own. A
+    ranking keeps at most BAND_SHAPES_KEPT shapes."""
+    mirrors = [
+        (
+            Mirror(
+                id=i, name=f"m{i}", http_url=f"http://m{i}.example/", https_url=None,
+                country="DE", continent="EU", latitude=52.5, longitude=13.4 + i / 10,
+                capacity=1000 * i,
+            ),
+            MirrorState(Health.UP, last_good_scan=300.0),
+        )
+        for i in range(1, 5)
+    ]  # fmt: skip
+    files = [(f, f"pub/f{f}.iso", 10_000, 1, None, 50.0) for f in range(1, 6)]
+    missing = [(1, 3), (2, 4), (3, 5)]  # three files, each lacking on another mirror
+    source = IndexSource(1, mirrors, files, missing, missing, [])
+    index = build_index(source, IndexConfig(Band(1.5, 500.0), 2, 0, (), ()))
+    client = Client(ipaddress.ip_address("192.0.2.7"), Location("DE", "EU", 52.5, 13.4))
+    profile = index.profile(client, Options())
+    bands = [index.fast_band(pos, profile) for pos in range(len(index))]
+    assert all(b is not None for b in bands)
+    first, second = bands[0], bands[1]
+    assert first is not None and second is not None
+    assert first is not second and first.answers is not second.answers
+    assert first.walked[0] != second.walked[0]  # each its own file
+    for name in ("members", "cumulative", "by_capacity", "others", "member_names", "head"):
+        assert getattr(first, name) is getattr(second, name), name
+    lacking = [b for b in bands[2:] if b is not None]
+    assert all(b.members != first.members or b.others != first.others for b in lacking)
+    assert len(profile.band_shapes) == fast_path.BAND_SHAPES_KEPT

@@ -23,6 +23,7 @@ from mirrorhub.load import (
     weighted_pick,
 )
 from mirrorhub.selection.ranking import (
+    BAND_SHAPES_KEPT,
     FURTHER_CANDIDATES,
     KIND_MISSING,
     SPILL_CANDIDATES,
@@ -109,7 +110,7 @@ def band_walk(
     tolerate: bool,
 ) -> FastBand | None:
     idx, tiers, dists = profile.idx, profile.tiers, profile.distances
-    scopes, last_scans, caps = profile.scopes, profile.last_scans, profile.capacities
+    scopes, last_scans = profile.scopes, profile.last_scans
     members: list[int] = []
     others: list[int] = []
     best_tier = -1
@@ -143,6 +144,34 @@ def band_walk(
             break
     if not members:
         return None
+    walked = (path, changed_at, bad, kinds, confirmations, tolerate)
+    # Most files have the band of most others for this ranking (every near mirror holds
+    # them): those bands share one shape's tuples (~1 KB of the ~1.5 KB a band held).
+    key = (alternates, len(members), *members, *others)
+    shapes = profile.band_shapes
+    shape = shapes.get(key)
+    if shape is None:
+        shape = _shape(profile, members, others, alternates)
+        if len(shapes) < BAND_SHAPES_KEPT:
+            shapes[key] = shape
+    return FastBand(
+        shape.members,
+        shape.cumulative,
+        shape.by_capacity,
+        shape.others,
+        shape.member_caps,
+        shape.member_names,
+        shape.spill_caps,
+        shape.spill_names,
+        shape.head,
+        alternates,
+        walked,
+    )
+
+
+def _shape(profile: Profile, members: list[int], others: list[int], alternates: int) -> FastBand:
+    """A band's tuples, which follow from the ranking and its positions alone."""
+    caps, names = profile.capacities, profile.mirror_names
     cumulative = []
     acc = 0.0
     for i in members:
@@ -150,7 +179,6 @@ def band_walk(
         cumulative.append(acc)
     by_capacity = sorted(members, key=lambda i: -caps[i])
     spill = others[:SPILL_CANDIDATES]
-    names = profile.mirror_names
     return FastBand(
         tuple(members),
         tuple(cumulative),
@@ -162,7 +190,6 @@ def band_walk(
         tuple(names[i] for i in spill),
         tuple((by_capacity + others)[: alternates + 1]),
         alternates,
-        (path, changed_at, bad, kinds, confirmations, tolerate),
     )
 
 

@@ -43,6 +43,10 @@ SPILL_CANDIDATES = 8  # fresh mirrors after the band that may take traffic a ful
 # Fresh mirrors past the spill candidates (nearest first, with room for the file) that may
 # take a file for which neither the band nor any spill candidate has room left.
 FURTHER_CANDIDATES = 8
+# Band shapes a ranking keeps for its bands to share (Profile.band_shapes): the first ones
+# made, which are mostly the shape of files every near mirror holds. Few, since a ranking
+# is kept for as long as any of its bands, and each shape is ~1.3 KB.
+BAND_SHAPES_KEPT = 2
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,6 +127,11 @@ class Profile:
     # band), under the index's one bound (Index.fast_band). An int key, not a (profile,
     # file, stamp) tuple: hashing and comparing that cost ~800 instructions per redirect.
     bands: dict[int, tuple[int, FastBand | None]] = field(
+        default_factory=dict, compare=False, repr=False
+    )
+    # Up to BAND_SHAPES_KEPT bands' tuples, by (alternates, member count, members, others):
+    # the bands with those positions share them (fast_path.band_walk).
+    band_shapes: dict[tuple[int, ...], FastBand] = field(
         default_factory=dict, compare=False, repr=False
     )
 
