@@ -265,7 +265,10 @@ class StatsFlusher:
     async def flush(self, time_limit: float = FLUSH_TIMEOUT) -> bool:
         """One flush; True when nothing is pending afterwards. Never raises (but cancels)."""
         async with self._lock:
-            dropped = merge(self.pending, self.counter.swap(), self.buffer_rows)
+            days = self.counter.take()
+            for day in days:
+                await day.settle()
+            dropped = merge(self.pending, days, self.buffer_rows)
             if dropped:
                 self.dropped += dropped
                 log.error(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import ipaddress
 import random
@@ -261,3 +262,49 @@ def test_files_removed_in_place_before_the_swap_still_add_up() -> None:
     (day,) = counter.swap()
     assert day.files == {"": [5, 2 * 10_000 + 3 * 20_000], "small.txt": [1, 5]}
     assert day.mirrors == {"de1": [6, 80_005]}
+
+
+async def test_the_flusher_turns_positions_into_paths_a_step_at_a_time() -> None:
+    """take() hands over the file counts by position; settle() makes the paths a few files
+    per turn of the event loop, with what swap() makes at once, holes added up across
+    steps and the counts of an earlier snapshot under that snapshot's paths."""
+    files = [(f, f"pub/f{f:02}.iso", 1_000 * f, 1, None, 10.0) for f in range(1, 41)]
+    config = IndexConfig(Band(1.5, 500), 4, 100, ())
+    source = IndexSource(1, [(m, UP) for m in MIRRORS], files, [])
+    holder = IndexHolder(build_index(source, config))
+    counter = StatsCounter(holder, clock=Clock())
+    first = holder.current
+    for pos in range(40):
+        for _ in range(pos % 3 + 1):
+            counter.count(pos, "de1", "DE", first.sizes[pos])
+    # A new snapshot with one more file in front: the old positions mean other files now.
+    holder.current = build_index(
+        IndexSource(2, source.mirrors, [(0, "pub/new.iso", 7, 1, None, 10.0), *files], []), config
+    )
+    counter._index = holder.current
+    counter._switch_index(holder.current)
+    counter.count(1, "de1", "DE", 1_000)  # pub/f01.iso at its new position
+    for file_id in (3, 17, 33):  # removed in place: "" in three different steps
+        first.drop_file(file_id)
+    (day,) = counter.take()
+    assert day.files == {} and len(day.positions) == 2
+    expected: dict[str, list[int]] = {"": [0, 0]}
+    for f in range(1, 41):
+        n = (f - 1) % 3 + 1 + (f == 1)
+        key = "" if f in (3, 17, 33) else f"pub/f{f:02}.iso"
+        expected.setdefault(key, [0, 0])
+        expected[key][0] += n
+        expected[key][1] += n * 1_000 * f
+    turns = 0
+
+    async def tick() -> None:
+        nonlocal turns
+        while True:
+            turns += 1
+            await asyncio.sleep(0)
+
+    ticker = asyncio.create_task(tick())
+    await day.settle(step=4)
+    ticker.cancel()
+    assert day.files == expected and day.positions == []
+    assert turns >= 40 // 4

@@ -24,7 +24,7 @@ DAY = date_to_day(date(2025, 6, 15))
 
 
 class FakeCounter:
-    """Hands out prepared days, as StatsCounter.swap() would."""
+    """Hands out prepared days, as StatsCounter.take() would."""
 
     def __init__(self) -> None:
         self.queue: list[DayCounts] = []
@@ -34,7 +34,7 @@ class FakeCounter:
             DayCounts(day, {path: [n, n * size]}, {mirror: [n, n * size]}, {country: [n, n * size]})
         )
 
-    def swap(self) -> list[DayCounts]:
+    def take(self) -> list[DayCounts]:
         out, self.queue = self.queue, []
         return out
 
