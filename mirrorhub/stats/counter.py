@@ -134,8 +134,9 @@ class StatsCounter(Recorder):
         self._day = -1
         self._day_end = float("-inf")
         # Today's counts. Files by index position (an int key: no tuple, no string to
-        # read) for the snapshot ``_by_pos_index``; converted to paths in ``_files`` when
-        # the snapshot changes, the day ends or the flusher takes them.
+        # read) for the snapshot ``_by_pos_index``, and those of earlier snapshots with
+        # theirs; made paths by DayCounts.settle once the flusher takes them. ``_files``:
+        # counts by path (requests recorded against an index already replaced).
         self._by_pos: defaultdict[int, int] = defaultdict(int)
         self._by_pos_index = holder.current
         self._positions: list[tuple[Index, dict[int, int]]] = []  # of earlier snapshots
