@@ -34,7 +34,9 @@ switches for finding where the time goes, never used by mirrorhub itself:
 * ``"stock_protocol": true`` serves mirrorhub with uvicorn's own httptools protocol
   instead of mirrorhub.web.protocol (every request through ASGI);
 * ``"gc_threshold": [t0, t1, t2]`` sets the collector's thresholds once the app started;
-  ``"gc_freeze": true`` freezes the heap then (``gc.freeze()``: the index and imports).
+  ``"gc_freeze": true`` freezes the heap then (``gc.freeze()``: the index and imports);
+* ``"lag_watch": {"file": PATH, "ms": 100}`` appends every thread's stack to PATH each time
+  the event loop is stuck for ``ms`` (found where the wide request mix's stalls were).
 """
 
 from __future__ import annotations
@@ -176,6 +178,8 @@ def mirrorhub_app(config: dict[str, Any]) -> ASGIApp:
         app.recorder = _fan_out(chosen)
     global _APP
     _APP = app
+    lag_watch = experiment.get("lag_watch") or {}
+    lag_out = open(lag_watch["file"], "a") if lag_watch else None  # noqa: SIM115 (for life)
 
     async def reset() -> None:  # count from the first request on, not the index load
         import asyncio
@@ -194,6 +198,8 @@ def mirrorhub_app(config: dict[str, Any]) -> ASGIApp:
 
         # after the rest of the start-up (the app sets its own threshold last)
         asyncio.get_running_loop().call_soon(tune_gc)
+        if lag_out is not None:
+            asyncio.get_running_loop().create_task(_watch_lag(lag_out, lag_watch.get("ms", 100)))
 
     async def report() -> None:  # uvicorn re-raises SIGTERM after shutdown: print here
         report_counters()
@@ -206,6 +212,20 @@ def mirrorhub_app(config: dict[str, Any]) -> ASGIApp:
 
 _APP: Any = None
 COUNTS: dict[str, int] = {}
+
+
+async def _watch_lag(out: Any, ms: float) -> None:
+    """``"lag_watch": {"file": PATH, "ms": 100}``: every thread's stack, appended to PATH,
+    whenever the event loop has not come back to this task for ``ms`` (faulthandler's
+    watchdog thread writes it while the loop is still stuck)."""
+    import asyncio
+    import faulthandler
+
+    limit = ms / 1000
+    while True:
+        faulthandler.dump_traceback_later(limit, file=out)
+        await asyncio.sleep(0.01)
+        faulthandler.cancel_dump_traceback_later()
 
 
 def _count(name: str, fn: Any) -> Any:
