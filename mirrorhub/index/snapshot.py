@@ -34,7 +34,7 @@ from mirrorhub.selection.ranking import FileFacts, Profile, make_slot, rank_mirr
 
 # Caches of what selection derives; rankings and bands are bounded by the config (settings
 # ranking_cache_size, band_cache_size): a ranking is ~23 KB at 200 mirrors (a miss costs
-# ~1 ms), a band ~1.7 KB (a miss: one walk, ~10 us).
+# ~1 ms), a band ~1 KB, sharing its tuples with others of its shape (a miss: one walk, ~10 us).
 _ORIGIN_REASONS = (None, OriginReason.TOO_SMALL, OriginReason.ORIGIN_ONLY)
 RENDER_CACHE_SIZE = 65536
 _NO_SHA = "0" * 64
