@@ -44,7 +44,6 @@ import time
 from collections import defaultdict
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from itertools import islice
 
 from mirrorhub.domain import Outcome
 from mirrorhub.index import Index, IndexHolder
@@ -86,12 +85,14 @@ class DayCounts:
             await asyncio.sleep(0)
 
     def _settle(self, step: int) -> Iterator[None]:
+        # Each step takes its positions out as it adds them: stopped at a yield (a cancelled
+        # flush), what is left settles later without counting a file twice.
         files = self.files
         while self.positions:
             index, by_pos = self.positions[0]
-            paths, sizes = index.paths, index.sizes
-            items = iter(by_pos.items())
-            while chunk := list(islice(items, step)):
+            paths, sizes, take = index.paths, index.sizes, by_pos.popitem
+            while by_pos:
+                chunk = [take() for _ in range(min(step, len(by_pos)))]
                 # One comprehension (3x faster than _add per file) where its keys meet
                 # none already there: the positions are distinct, but removed files all
                 # read "", and ``files`` may hold paths from elsewhere.

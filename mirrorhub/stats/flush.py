@@ -274,8 +274,14 @@ class StatsFlusher:
         """One flush; True when nothing is pending afterwards. Never raises (but cancels)."""
         async with self._lock:
             days = self.counter.take()
-            for day in days:
-                await day.settle()
+            try:
+                for day in days:
+                    await day.settle()
+            except BaseException:  # cancelled: keep what was taken for the last flush
+                for day in days:
+                    day.settle_now()
+                self.dropped += merge(self.pending, days, self.buffer_rows)
+                raise
             dropped = merge(self.pending, days, self.buffer_rows)
             if dropped:
                 self.dropped += dropped

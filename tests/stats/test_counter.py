@@ -18,6 +18,7 @@ from mirrorhub.index import IndexConfig, IndexHolder, IndexSource, build_index
 from mirrorhub.selection import Band
 from mirrorhub.settings import Settings
 from mirrorhub.stats.counter import DAY_SECONDS, StatsCounter
+from mirrorhub.stats.flush import StatsFlusher
 from mirrorhub.web.origin import OriginServer
 from mirrorhub.web.redirect import Dispatcher
 from mirrorhub.web.views import Views
@@ -308,3 +309,25 @@ async def test_the_flusher_turns_positions_into_paths_a_step_at_a_time() -> None
     ticker.cancel()
     assert day.files == expected and day.positions == []
     assert turns >= 40 // 4
+
+
+async def test_a_flush_cancelled_while_it_settles_keeps_every_count() -> None:
+    """Cancelled at a turn of the loop between two steps (a shutdown), the flush keeps what
+    it took in ``pending``, each download once: the steps already made are not made again."""
+    files = [(f, f"pub/f{f:05}.iso", 100, 1, None, 10.0) for f in range(1, 10_001)]
+    config = IndexConfig(Band(1.5, 500), 4, 0, ())
+    holder = IndexHolder(build_index(IndexSource(1, [(m, UP) for m in MIRRORS], files, []), config))
+    counter = StatsCounter(holder, clock=Clock())
+    for pos in range(10_000):
+        counter.count(pos, "de1", "DE", 100)
+    flusher = StatsFlusher(counter, None)  # type: ignore[arg-type]  # cancelled before writing
+    task = asyncio.create_task(flusher.flush())
+    await asyncio.sleep(0)  # the flush takes the counts and makes its first step
+    assert not task.done()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    (day,) = {d for _, d in flusher.pending}
+    tally = flusher.pending[("file", day)]
+    assert len(tally) == 10_000 and all(c == [1, 100] for c in tally.values())
+    assert flusher.pending_downloads == 10_000 and counter.take() == []
