@@ -190,9 +190,14 @@ class Dispatcher:
         recorder = self.recorder
         started = time.perf_counter() if recorder is not None else 0.0
         index = self.holder.current
-        path = self._paths.get(scope["path"])
-        if path is None:
-            return None  # dropped since learn_direct_path kept it: ``answer`` checks it again
+        raw_path = scope["path"]
+        path = self._paths.get(raw_path)
+        if path is None:  # dropped since the protocol's memo kept it
+            try:
+                path = normalize_path(raw_path)
+            except InvalidPath:
+                return None
+            self._paths.put(raw_path, path)
         pos = index.positions.get(path)
         if pos is None or index.origin_flags[pos]:  # origin_reason(pos) is not None
             return None

@@ -22,6 +22,7 @@ import pytest
 import uvicorn
 from uvicorn.server import ServerState
 
+from mirrorhub.fifo import FifoCache
 from mirrorhub.geo import GeoLocator
 from mirrorhub.web import protocol, redirect
 from mirrorhub.web.protocol import RedirectProtocol
@@ -190,6 +191,21 @@ def test_a_published_path_is_answered_directly_from_its_first_request(
     assert b"location: http://de1.example/pub/pub/a%20b%2B%C3%BC%40.iso\r\n" in first
     assert without_date(first) == without_date(expected)
     assert app.direct_paths.get(escaped.encode()) == "/pub/a b+\u00fc@.iso"
+
+
+def test_a_learnt_target_stays_direct_when_the_path_memo_dropped_it(
+    geo: GeoLocator,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    """The dispatcher's two memos (raw target -> path, path -> published path) drop
+    entries apart: a target the protocol still knows is answered directly all the same."""
+    app = make_app(geo, tmp_path, **TRUST_LOOPBACK)
+    app._paths = FifoCache(1)  # every other path pushes the last one out
+    CountingProtocol.direct = 0
+    with running(app, CountingProtocol) as port:
+        for target in ["/pub/x.iso", "/small.txt"] * 3:
+            exchange(port, get(target, BERLIN, CLOSE))
+    assert CountingProtocol.direct == 3  # each /pub/x.iso; /small.txt comes from the origin
 
 
 @pytest.mark.parametrize(
