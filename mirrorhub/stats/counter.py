@@ -229,8 +229,14 @@ class StatsCounter(Recorder):
 
     def _switch_index(self, index: Index) -> None:
         """Positions change meaning with the snapshot: keep the old ones with theirs (the
-        flusher turns them into paths, off the request that saw the new snapshot)."""
+        flusher turns them into paths, off the request that saw the new snapshot). One
+        snapshot waits at most: a second switch before the flush settles the first here,
+        rather than keep two replaced indexes (~400 MB each at 1M files) alive."""
         if self._by_pos:
+            if self._positions:
+                held = DayCounts(self._day, self._files, {}, {}, self._positions)
+                held.settle_now()
+                self._files, self._positions = held.files, []
             self._positions.append((self._by_pos_index, self._by_pos))
             self._by_pos = defaultdict(int)
         self._by_pos_index = index

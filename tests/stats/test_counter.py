@@ -331,3 +331,24 @@ async def test_a_flush_cancelled_while_it_settles_keeps_every_count() -> None:
     tally = flusher.pending[("file", day)]
     assert len(tally) == 10_000 and all(c == [1, 100] for c in tally.values())
     assert flusher.pending_downloads == 10_000 and counter.take() == []
+
+
+def test_one_replaced_snapshot_waits_for_the_flush_at_most() -> None:
+    """A second index switch before the flush turns the first snapshot's positions into
+    paths at once: no more than one replaced index is kept alive for its paths."""
+    config = IndexConfig(Band(1.5, 500), 4, 100, ())
+    source = IndexSource(1, [(m, UP) for m in MIRRORS], FILES, [])
+    holder = IndexHolder(build_index(source, config))
+    counter = StatsCounter(holder, clock=Clock())
+    first = holder.current
+    counter.count(first.positions["pub/x.iso"], "de1", "DE", 10_000)
+    second = build_index(IndexSource(2, source.mirrors, source.files, []), config)
+    counter._switch_index(second)
+    counter.count(second.positions["pub/y.iso"], "de1", "DE", 20_000)
+    assert [i for i, _ in counter._positions] == [first]
+    third = build_index(IndexSource(3, source.mirrors, source.files, []), config)
+    counter._switch_index(third)
+    assert [i for i, _ in counter._positions] == [second]
+    assert counter._files == {"pub/x.iso": [1, 10_000]}
+    (day,) = counter.swap()
+    assert day.files == {"pub/x.iso": [1, 10_000], "pub/y.iso": [1, 20_000]}
