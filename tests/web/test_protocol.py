@@ -236,16 +236,23 @@ def test_only_published_files_are_learnt_for_the_direct_path(
     assert app.direct_paths.get(b"/pub/x.iso") == "/pub/x.iso"
 
 
+@contextlib.contextmanager
+def connected(app: Dispatcher, **options: Any) -> Iterator[socket.socket]:
+    """One client connection to the app served with our protocol (its counter reset)."""
+    CountingProtocol.direct = 0
+    with (
+        running(app, CountingProtocol, **options) as port,
+        socket.create_connection(("127.0.0.1", port), timeout=10) as conn,
+    ):
+        yield conn
+
+
 def test_a_direct_answer_keeps_the_connection_and_the_date(
     geo: GeoLocator,  # noqa: F811
     tmp_path: Path,
 ) -> None:
     app = make_app(geo, tmp_path, **TRUST_LOOPBACK)
-    CountingProtocol.direct = 0
-    with (
-        running(app, CountingProtocol) as port,
-        socket.create_connection(("127.0.0.1", port), timeout=10) as conn,
-    ):
+    with connected(app) as conn:
         for _ in range(3):  # keep-alive: three answers on one connection
             conn.sendall(get("/pub/x.iso", BERLIN))
             answer = conn.recv(65536)
@@ -302,11 +309,7 @@ def test_a_client_that_stops_sending_after_its_request_gets_the_answer(
     """The end of input closes the connection (uvicorn keeps nothing open) once the
     transport has written what it holds."""
     app = make_app(geo, tmp_path, **TRUST_LOOPBACK)
-    CountingProtocol.direct = 0
-    with (
-        running(app, CountingProtocol) as port,
-        socket.create_connection(("127.0.0.1", port), timeout=10) as conn,
-    ):
+    with connected(app) as conn:
         conn.sendall(get("/pub/x.iso", BERLIN) * 2)
         conn.shutdown(socket.SHUT_WR)
         got = b"".join(iter(lambda: conn.recv(65536), b""))
@@ -362,11 +365,7 @@ def test_an_idle_connection_is_closed_after_the_keep_alive_timeout(
     tmp_path: Path,
 ) -> None:
     app = make_app(geo, tmp_path, **TRUST_LOOPBACK)
-    CountingProtocol.direct = 0
-    with (
-        running(app, CountingProtocol, timeout_keep_alive=1) as port,
-        socket.create_connection(("127.0.0.1", port), timeout=10) as conn,
-    ):
+    with connected(app, timeout_keep_alive=1) as conn:
         # Requests 0.4 s apart for 2.4 s, longer than the timeout: never idle for 1 s.
         for _ in range(7):
             conn.sendall(get("/pub/x.iso", BERLIN))
@@ -390,11 +389,7 @@ def test_a_slow_asgi_answer_after_direct_ones_is_not_cut_by_the_idle_timer(
         await send({"type": "http.response.body", "body": b""})
 
     app.inner = slow  # serves /-/
-    CountingProtocol.direct = 0
-    with (
-        running(app, CountingProtocol, timeout_keep_alive=1) as port,
-        socket.create_connection(("127.0.0.1", port), timeout=10) as conn,
-    ):
+    with connected(app, timeout_keep_alive=1) as conn:
         conn.sendall(get("/pub/x.iso", BERLIN))  # direct: arms the idle timer
         assert conn.recv(65536).startswith(b"HTTP/1.1 302 Found\r\n")
         conn.sendall(get("/-/slow", BERLIN))
