@@ -74,25 +74,29 @@ class SpreadFifo(Generic[K, V]):
     dict holds it. Lookups are the owners' own ``dict.get``. A dict whose owner is gone
     stays referenced until its entries are dropped or the whole is cleared."""
 
-    __slots__ = ("_order", "limit")
+    __slots__ = ("_keys", "_owners", "limit")
 
     def __init__(self, limit: int) -> None:
         self.limit = max(1, limit)
-        self._order: deque[tuple[dict[K, V], K]] = deque()
+        # Each entry's dict and key in two deques of the same length, not one of pairs: a
+        # pair per entry was an object for the collector to walk (~100,000 of them, full).
+        self._owners: deque[dict[K, V]] = deque()
+        self._keys: deque[K] = deque()
 
     def put(self, into: dict[K, V], key: K, value: V) -> None:
         if key not in into:
-            order = self._order
-            if len(order) >= self.limit:
-                oldest, oldest_key = order.popleft()
-                oldest.pop(oldest_key, None)
-            order.append((into, key))
+            owners = self._owners
+            if len(owners) >= self.limit:
+                owners.popleft().pop(self._keys.popleft(), None)
+            owners.append(into)
+            self._keys.append(key)
         into[key] = value
 
     def forget(self) -> None:
         """Start again, for when every owner dict is dropped too (their entries are not
         taken out: that would cost a pass over all of them)."""
-        self._order.clear()
+        self._owners.clear()
+        self._keys.clear()
 
     def __len__(self) -> int:
-        return len(self._order)
+        return len(self._owners)

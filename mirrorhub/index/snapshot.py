@@ -74,7 +74,7 @@ class Index:
         self.live = 0
         self._rendered: FifoCache[int, tuple[bytes, bytes | None]] = FifoCache(RENDER_CACHE_SIZE)
         # Kept on the profiles (Profile.bands), under one bound.
-        self._bands: SpreadFifo[int, tuple[int, FastBand | None]] = SpreadFifo(config.band_cache)
+        self._bands: SpreadFifo[int, FastBand | int] = SpreadFifo(config.band_cache)
         # The dispatcher that keeps its rendered answers on this index's bands (FastBand.answers).
         self.answers_owner: object | None = None
         self._serials = itertools.count(1)
@@ -331,12 +331,18 @@ class Index:
         the ranking holds a current copy."""
         stamp = self.stamps[pos]
         hit = profile.bands.get(pos)
-        if hit is not None and hit[0] == stamp:
-            return hit[1]
+        if hit is not None:
+            if hit.__class__ is not FastBand:  # the stamp of a file with no band
+                if hit == stamp:
+                    return None
+            elif hit.stamp == stamp:
+                return hit
         found = band_walk(
-            profile, *self._facts(pos), self.config.band, self.config.alternates, False
+            profile, *self._facts(pos), self.config.band, self.config.alternates, False, stamp
         )
-        self._bands.put(profile.bands, pos, (stamp, found))  # a stale band is replaced
+        # A stale entry is replaced. No (stamp, band) pair per entry: one object fewer for
+        # the garbage collector to walk per cached band.
+        self._bands.put(profile.bands, pos, stamp if found is None else found)
         return found
 
     def _facts(

@@ -65,11 +65,6 @@ def fast_choose(
     return None
 
 
-WalkedFacts = tuple[
-    str, float, Sequence[int] | None, Sequence[int] | None, dict[int, float] | None, bool
-]
-
-
 @dataclass(frozen=True, slots=True)
 class FastBand:
     """The deterministic part of a pick: the band and the alternates after it.
@@ -89,10 +84,19 @@ class FastBand:
     # list after any chosen mirror (one more than that): the alternates are read from here.
     head: tuple[int, ...] = ()
     head_alternates: int = -1
-    # The file's facts the walk read and its pass (band_walk's arguments from ``path`` to
-    # ``confirmations``, then ``tolerate``): a pick that has to look past the spill
-    # candidates (:func:`_further_positions`) holds the mirrors there to the same rules.
-    walked: WalkedFacts = field(default=("", 0.0, None, None, None, False), compare=False)
+    # The file's facts the walk read and its pass (band_walk's arguments of those names):
+    # a pick that has to look past the spill candidates (:func:`_further_positions`) holds
+    # the mirrors there to the same rules. Fields, not one tuple: a tuple per cached band
+    # was one more object for the garbage collector to walk.
+    path: str = field(default="", compare=False)
+    changed_at: float = field(default=0.0, compare=False)
+    bad: Sequence[int] | None = field(default=None, compare=False)
+    kinds: Sequence[int] | None = field(default=None, compare=False)
+    confirmations: dict[int, float] | None = field(default=None, compare=False)
+    tolerate: bool = field(default=False, compare=False)
+    # The file's stamp (Index.stamps) when the band was walked: a cached band is good while
+    # it is the file's current one (Index.fast_band; -1: not cached).
+    stamp: int = field(default=-1, compare=False)
     # The 302's header lines per chosen position, kept by the dispatcher that owns the
     # index (mirrorhub.web.redirect: they follow from the band and the chosen mirror).
     answers: dict[int, bytes | None] = field(default_factory=dict, compare=False)
@@ -108,6 +112,7 @@ def band_walk(
     band: Band,
     alternates: int,
     tolerate: bool,
+    stamp: int = -1,
 ) -> FastBand | None:
     idx, tiers, dists = profile.idx, profile.tiers, profile.distances
     scopes, last_scans = profile.scopes, profile.last_scans
@@ -144,7 +149,6 @@ def band_walk(
             break
     if not members:
         return None
-    walked = (path, changed_at, bad, kinds, confirmations, tolerate)
     # Most files have the band of most others for this ranking (every near mirror holds
     # them): those bands share one shape's tuples (~1 KB of the ~1.5 KB a band held).
     key = (alternates, len(members), *members, *others)
@@ -165,7 +169,13 @@ def band_walk(
         shape.spill_names,
         shape.head,
         alternates,
-        walked,
+        path,
+        changed_at,
+        bad,
+        kinds,
+        confirmations,
+        tolerate,
+        stamp,
     )
 
 
@@ -336,7 +346,8 @@ def _further_positions(
 
 def _fresh(found: FastBand, profile: Profile, i: int) -> bool:
     """Whether the mirror at position ``i`` may serve the file: :func:`band_walk`'s test."""
-    path, changed_at, bad, kinds, confirmations, tolerate = found.walked
+    path, changed_at, bad, kinds = found.path, found.changed_at, found.bad, found.kinds
+    confirmations, tolerate = found.confirmations, found.tolerate
     scope = profile.scopes[i]
     if scope and not path.startswith(scope):
         return False

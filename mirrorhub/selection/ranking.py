@@ -123,12 +123,11 @@ class Profile:
     rank_of: Sequence[int] = field(default=(), compare=False)
     slot_of: Mapping[str, int] = field(default_factory=dict, compare=False)
     room_memo: RoomMemo = field(default_factory=lambda: RoomMemo(), compare=False, repr=False)
-    # The index's cached bands for this ranking: file position -> (the file's stamp, its
-    # band), under the index's one bound (Index.fast_band). An int key, not a (profile,
-    # file, stamp) tuple: hashing and comparing that cost ~800 instructions per redirect.
-    bands: dict[int, tuple[int, FastBand | None]] = field(
-        default_factory=dict, compare=False, repr=False
-    )
+    # The index's cached bands for this ranking: file position -> its band (which holds
+    # the file's stamp), or the stamp alone when no mirror holds a current copy; under the
+    # index's one bound (Index.fast_band). An int key, not a (profile, file, stamp) tuple:
+    # hashing and comparing that cost ~800 instructions per redirect.
+    bands: dict[int, FastBand | int] = field(default_factory=dict, compare=False, repr=False)
     # Up to BAND_SHAPES_KEPT bands' tuples, by (alternates, member count, members, others):
     # the bands with those positions share them (fast_path.band_walk).
     band_shapes: dict[tuple[int, ...], FastBand] = field(

@@ -216,8 +216,8 @@ class Dispatcher:
             # Index.fast_band's cache lookup and, with no warm load view, draw_in_band's
             # plain draw, in line: two calls fewer per request.
             hit = profile.bands.get(pos)
-            if hit is not None and hit[0] == index.stamps[pos]:
-                found = hit[1]
+            if hit.__class__ is FastBand and hit.stamp == index.stamps[pos]:
+                found = hit
             else:
                 found = index.fast_band(pos, profile)
         lines: bytes | None
