@@ -13,8 +13,7 @@ for throughput.
 The synthetic install of bench/hotpath.py (``--files`` files, 200 mirrors, 10,000 sampled
 requests through a trusted proxy) is built once, outside valgrind. A child process under
 callgrind (``PYTHONHASHSEED=0``, instrumentation off until the measured part) builds the
-app's dispatcher, answers every request once through ASGI (which fills the path caches, as
-``learn_direct_path`` does in a server) and 12 times through ``fast_redirect`` to warm its
+app's dispatcher, answers every request once through ASGI (which fills the dispatcher's path cache) and 12 times through ``fast_redirect`` to warm its
 caches, then counts each stage
 over the 10,000 requests, less a no-op call per request:
 

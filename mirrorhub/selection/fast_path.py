@@ -303,13 +303,15 @@ def _held_back_pick(
                     further_room,
                 )
                 return further[_draw(weights, rng.random() * sum(weights))]
-    k = least_utilised(load, names, size) if room is None else None
-    if k is None:
-        in_band, k = overflow_pick(len(found.members), room or spare(load, names, size), rng)
-        return found.members[k] if in_band else found.others[k]
-    rng.random()  # overflow_pick's one draw, kept so the generator moves on alike
-    n = len(found.members)
-    return found.members[k] if k < n else found.others[k - n]
+    if room is None:
+        k = least_utilised(load, names, size)
+        if k is not None:
+            rng.random()  # overflow_pick's one draw, kept so the generator moves on alike
+            n = len(found.members)
+            return found.members[k] if k < n else found.others[k - n]
+        room = spare(load, names, size)
+    in_band, k = overflow_pick(len(found.members), room, rng)
+    return found.members[k] if in_band else found.others[k]
 
 
 def _remember_room(memo: RoomMemo, profile: Profile, below: set[str]) -> None:

@@ -147,9 +147,13 @@ def _rows(value: object, tally: Tally, keys: list[str]) -> list[tuple[object, st
 def _storable_keys(kind: str, tally: Tally) -> list[str]:
     """``tally``'s keys in order, without those too long for their column (logged)."""
     limit = _TABLES[kind][2]
-    for name in [n for n in tally if len(n) > limit]:
-        log.warning("statistics: %s key too long, skipped: %.80r", kind, name)
+    _log_too_long(kind, [n for n in tally if len(n) > limit])
     return sorted(n for n in tally if len(n) <= limit)
+
+
+def _log_too_long(kind: str, names: Iterable[str]) -> None:
+    for name in names:
+        log.warning("statistics: %s key too long, skipped: %.80r", kind, name)
 
 
 def upsert_sql(kind: str) -> str:
@@ -236,7 +240,7 @@ def sqlite_statements(batch: Batch) -> Iterator[tuple[str, str]]:
             while chunk := list(islice(items, JSON_ROWS)):
                 rows = [(value, k, c[0], c[1]) for k, c in chunk if len(k) <= limit]
                 if len(rows) < len(chunk):
-                    _storable_keys(kind, dict(chunk))  # logs the keys left out
+                    _log_too_long(kind, [k for k, _ in chunk if len(k) > limit])
                 if rows:
                     yield sql, json.dumps(rows, ensure_ascii=False)
 

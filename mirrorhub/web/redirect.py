@@ -123,8 +123,8 @@ class Dispatcher:
         self._trusted_peers: dict[str, bool] = {}
         self._paths: FifoCache[str, str] = FifoCache(PATH_CACHE_SIZE)
         # For mirrorhub.web.protocol: a request's raw path -> its ``path``, for raw paths
-        # found valid (by ``answer`` or ``learn_direct_path``). A target found here needs
-        # none of the checks uvicorn makes (ASCII, %-escapes, no fragment), is not ``/-/``.
+        # ``learn_direct_path`` found valid and published. A target found here needs none
+        # of the checks uvicorn makes (ASCII, %-escapes, no fragment), is not ``/-/``.
         self.direct_paths: FifoCache[bytes, str] = FifoCache(PATH_CACHE_SIZE)
         # Keyed by (profile serial, position, file stamp, chosen mirror): the serials are
         # the index's own, so the cache belongs to one Index object.
@@ -163,17 +163,23 @@ class Dispatcher:
         path = request_path(raw)
         if path is None:
             return None
-        normalized = self._paths.get(path)
-        if normalized is None:
-            try:
-                normalized = normalize_path(path)
-            except InvalidPath:
-                return None
+        try:
+            normalized = self._normalized(path)
+        except InvalidPath:
+            return None
         if is_reserved(normalized) or normalized not in self.holder.current.positions:
             return None
-        self._paths.put(path, normalized)
         self.direct_paths.put(raw, path)
         return path
+
+    def _normalized(self, path: str) -> str:
+        """``normalize_path(path)``, remembered (a pure function; the hot path reads
+        ``_paths`` itself and calls this on a miss). Raises InvalidPath."""
+        normalized = self._paths.get(path)
+        if normalized is None:
+            normalized = normalize_path(path)
+            self._paths.put(path, normalized)
+        return normalized
 
     def fast_redirect(self, scope: Scope) -> bytes | None:
         """The 302's header lines when this request is a plain redirect to a mirror (the
@@ -190,14 +196,12 @@ class Dispatcher:
         recorder = self.recorder
         started = time.perf_counter() if recorder is not None else 0.0
         index = self.holder.current
-        raw_path = scope["path"]
-        path = self._paths.get(raw_path)
+        path = self._paths.get(scope["path"])
         if path is None:  # dropped since the protocol's memo kept it
             try:
-                path = normalize_path(raw_path)
+                path = self._normalized(scope["path"])
             except InvalidPath:
                 return None
-            self._paths.put(raw_path, path)
         pos = index.positions.get(path)
         if pos is None or index.origin_flags[pos]:  # origin_reason(pos) is not None
             return None
@@ -261,15 +265,7 @@ class Dispatcher:
         index = self.holder.current
         raw_path = scope["path"]
         try:
-            path = self._paths.get(raw_path)
-            if path is None:
-                path = normalize_path(raw_path)  # a pure function: remember valid paths
-                self._paths.put(raw_path, path)
-            # Teach the protocol this raw path, if it decodes to this path as uvicorn decodes
-            # (it would not under a root path, or from a server that keeps the query in it).
-            raw = scope.get("raw_path")
-            if raw and self.direct_paths.get(raw) is None and request_path(raw) == raw_path:
-                self.direct_paths.put(raw, raw_path)
+            path = self._normalized(raw_path)
             ctx, profile, accept = self.context(scope, index)
         except (InvalidPath, BadRequest) as exc:
             await _plain(send, 400, f"bad request: {exc}\n".encode())
