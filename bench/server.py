@@ -35,6 +35,9 @@ switches for finding where the time goes, never used by mirrorhub itself:
   instead of mirrorhub.web.protocol (every request through ASGI);
 * ``"gc_threshold": [t0, t1, t2]`` sets the collector's thresholds once the app started;
   ``"gc_freeze": true`` freezes the heap then (``gc.freeze()``: the index and imports);
+* ``"memory": true`` adds to the report, when the server stops: its resident size, again
+  after a full collection and after ``malloc_trim``, and pymalloc's own figures (bytes in
+  live blocks, in free blocks of its pools, in arenas): how much of the size is fragmentation;
 * ``"lag_watch": {"file": PATH, "ms": 100}`` appends every thread's stack to PATH each time
   the event loop is stuck for ``ms`` (found where the wide request mix's stalls were).
 """
@@ -176,8 +179,9 @@ def mirrorhub_app(config: dict[str, Any]) -> ASGIApp:
         keep = set(experiment["recorders"])
         chosen = [r for r in state.extras.get("recorders", []) if type(r).__name__ in keep]
         app.recorder = _fan_out(chosen)
-    global _APP
+    global _APP, _MEMORY
     _APP = app
+    _MEMORY = bool(experiment.get("memory"))
     lag_watch = experiment.get("lag_watch") or {}
     lag_out = open(lag_watch["file"], "a") if lag_watch else None  # noqa: SIM115 (for life)
 
@@ -211,6 +215,7 @@ def mirrorhub_app(config: dict[str, Any]) -> ASGIApp:
 
 
 _APP: Any = None
+_MEMORY = False
 COUNTS: dict[str, int] = {}
 
 
@@ -411,7 +416,63 @@ def report_counters() -> None:
         if p
     }
     out["gc_objects"] = len(gc.get_objects())
+    if _MEMORY:
+        out["memory_mb"] = memory_report()
     print("BENCH_COUNTERS " + json.dumps(out), flush=True)
+
+
+def _rss_mb() -> float:
+    with open("/proc/self/status") as status:
+        kb = next(int(line.split()[1]) for line in status if line.startswith("VmRSS"))
+    return round(kb / 1024, 1)
+
+
+def _pymalloc_mb() -> dict[str, float]:
+    """pymalloc's totals, from sys._debugmallocstats (which writes to the C stderr)."""
+    import tempfile
+
+    with tempfile.TemporaryFile() as out:
+        sys.stderr.flush()
+        saved = os.dup(2)
+        os.dup2(out.fileno(), 2)
+        try:
+            sys._debugmallocstats()
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+        out.seek(0)
+        text = out.read().decode("ascii", "replace")
+    wanted = {
+        "bytes in allocated blocks": "live_blocks",
+        "bytes in available blocks": "free_blocks",
+        "bytes lost to pool headers": "pool_headers",
+        "bytes lost to quantization": "quantization",
+        "bytes lost to arena alignment": "arena_alignment",
+    }
+    figures: dict[str, float] = {}
+    for line in text.splitlines():
+        name, _, value = line.partition("=")
+        name = name.strip().lstrip("# ")
+        if name in wanted:
+            figures[wanted[name]] = round(int(value.strip().replace(",", "")) / 2**20, 1)
+        elif name == "arenas allocated current":
+            figures["arenas_mb"] = float(int(value.strip().replace(",", "")))  # 1 MiB each
+        elif "unused pools" in name:
+            figures["unused_pools"] = round(int(value.strip().replace(",", "")) / 2**20, 1)
+    return figures
+
+
+def memory_report() -> dict[str, Any]:
+    import ctypes
+    import gc
+
+    out: dict[str, Any] = {"rss": _rss_mb(), "pymalloc": _pymalloc_mb()}
+    gc.collect()
+    out["rss_collected"] = _rss_mb()
+    ctypes.CDLL(None).malloc_trim(0)
+    out["rss_trimmed"] = _rss_mb()
+    out["pymalloc_after"] = _pymalloc_mb()
+    return out
 
 
 def main(argv: list[str]) -> int:

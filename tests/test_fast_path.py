@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import gc
 import ipaddress
 import random
+from array import array
 from collections import Counter
 
 import pytest
@@ -123,7 +125,7 @@ def test_fast_pick_equals_decide(world, address, where, options, seed, now, fact
             continue
         assert fast is not None
         order, maybe_outdated = fast
-        quoted, _ = index.rendered(pos)
+        quoted = index.rendered(pos)
         assert [profile.names[i].decode() for i in order] == [c.mirror.name for c in full.ranked]
         assert [(profile.bases[i] + quoted).decode() for i in order] == [c.url for c in full.ranked]
         assert maybe_outdated == full.chosen.maybe_outdated
@@ -270,3 +272,71 @@ def test_bands_with_the_same_positions_share_their_tuples() -> None:
     lacking = [b for b in bands[2:] if b is not None]
     assert all(b.members != first.members or b.others != first.others for b in lacking)
     assert len(profile.band_shapes) == fast_path.BAND_SHAPES_KEPT
+
+
+def test_band_fields_are_objects_the_collector_never_walks() -> None:
+    """A request mix wider than the band cache makes a band per request: their positions
+    are bytes (never tracked), their name tuples are shared between bands of the same
+    mirrors, and the rendered paths' cache holds bytes only, so its dict stays untracked."""
+    mirrors = [
+        (
+            Mirror(
+                id=i, name=f"m{i}", http_url=f"http://m{i}.example/", https_url=None,
+                country="DE", continent="EU", latitude=52.5, longitude=13.4 + i / 10,
+                capacity=1000 * i,
+            ),
+            MirrorState(Health.UP, last_good_scan=300.0),
+        )
+        for i in range(1, 5)
+    ]  # fmt: skip
+    files = [(f, f"pub/f{f}.iso", 10_000, 1, "ab" * 32, 50.0) for f in range(1, 8)]
+    # (mirror, file): shapes for files 1-2, 3, 4-5 and 6-7, more than BAND_SHAPES_KEPT
+    missing = [(1, 3), (2, 4), (2, 5), (3, 6), (3, 7)]
+    source = IndexSource(1, mirrors, files, missing, missing, [])
+    index = build_index(source, IndexConfig(Band(1.5, 500.0), 2, 0, (), ()))
+    client = Client(ipaddress.ip_address("192.0.2.7"), Location("DE", "EU", 52.5, 13.4))
+    profile = index.profile(client, Options())
+    bands = [index.fast_band(pos, profile) for pos in range(len(index))]
+    assert all(b is not None for b in bands)
+    assert len({id(b.members) for b in bands if b is not None}) > fast_path.BAND_SHAPES_KEPT
+    for band in bands:
+        assert band is not None
+        for name in ("members", "by_capacity", "others", "head"):
+            assert type(getattr(band, name)) is bytes, name
+    # Files 4 and 5 (and 6 and 7) lack the same mirror: shapes not kept, so their bands
+    # were made apart, and still hold one tuple of names.
+    for a, b in ((bands[3], bands[4]), (bands[5], bands[6])):
+        assert a is not None and b is not None
+        assert a.members == b.members and a.members is not b.members
+        assert a.member_names is b.member_names and a.spill_names is b.spill_names
+    for pos in range(len(index)):
+        assert index.rendered(pos) == f"pub/f{pos + 1}.iso".encode()
+        assert index.digest_header(pos) is not None
+    assert not gc.is_tracked(index._rendered.data)
+
+
+def test_bands_past_256_mirrors_hold_wide_positions() -> None:
+    """Positions past 255 do not fit a byte: such rankings' bands hold array('H')."""
+    mirrors = [
+        (
+            Mirror(
+                id=i, name=f"m{i}", http_url=f"http://m{i}.example/", https_url=None,
+                country="DE", continent="EU", latitude=52.5, longitude=13.4,
+                capacity=100,
+            ),
+            MirrorState(Health.UP, last_good_scan=300.0),
+        )
+        for i in range(1, 301)
+    ]  # fmt: skip
+    files = [(1, "pub/f.iso", 10_000, 1, None, 50.0)]
+    source = IndexSource(1, mirrors, files, [], [], [])
+    index = build_index(source, IndexConfig(Band(1.5, 500.0), 2, 0, (), ()))
+    client = Client(ipaddress.ip_address("192.0.2.7"), Location("DE", "EU", 52.5, 13.4))
+    profile = index.profile(client, Options())
+    band = index.fast_band(0, profile)
+    assert band is not None
+    assert isinstance(band.members, array) and band.members.typecode == "H"
+    assert max(band.members) >= 256  # all 300 are equally near: one band of them all
+    assert sorted(band.members) == list(range(300))
+    picks = index.fast_pick(0, profile, random.Random(3), 240.0)
+    assert picks is not None and picks[0][0] in band.members

@@ -72,7 +72,9 @@ class Index:
         self.kinds: list[bytes | None] = []
         self.confirmations: dict[int, dict[int, float]] = {}
         self.live = 0
-        self._rendered: FifoCache[int, tuple[bytes, bytes | None]] = FifoCache(RENDER_CACHE_SIZE)
+        # Values are bytes: the dict is then never tracked by the garbage collector (a tuple
+        # per entry was one more object for each young collection to walk).
+        self._rendered: FifoCache[int, bytes] = FifoCache(RENDER_CACHE_SIZE)
         # Kept on the profiles (Profile.bands), under one bound.
         self._bands: SpreadFifo[int, FastBand | int] = SpreadFifo(config.band_cache)
         # The dispatcher that keeps its rendered answers on this index's bands (FastBand.answers).
@@ -282,17 +284,18 @@ class Index:
             self._profiles.put(key, profile)
         return profile
 
-    def rendered(self, pos: int) -> tuple[bytes, bytes | None]:
-        """The file's %-encoded path and its ``Digest`` header value (cached, bounded)."""
+    def rendered(self, pos: int) -> bytes:
+        """The file's %-encoded path (cached, bounded)."""
         hit = self._rendered.get(pos)
         if hit is None:
-            digest = self.sha256_digest(pos)
-            hit = (
-                quote_path(self.paths[pos]).encode("ascii"),
-                b"SHA-256=" + base64.b64encode(digest) if digest is not None else None,
-            )
+            hit = quote_path(self.paths[pos]).encode("ascii")
             self._rendered.put(pos, hit)
         return hit
+
+    def digest_header(self, pos: int) -> bytes | None:
+        """The file's ``Digest`` header value, if the origin gave its SHA-256."""
+        digest = self.sha256_digest(pos)
+        return None if digest is None else b"SHA-256=" + base64.b64encode(digest)
 
     def fast_pick(
         self,

@@ -9,7 +9,6 @@ workers or jinja2; a layering test guards that.
 
 from __future__ import annotations
 
-import base64
 import bisect
 import dataclasses
 import random
@@ -370,7 +369,7 @@ class Dispatcher:
     ) -> list[tuple[bytes, bytes]]:
         """The headers of the 302 for a fast pick."""
         order, maybe_outdated = picks
-        quoted, digest = index.rendered(pos)
+        quoted = index.rendered(pos)
         first = order[0]
         headers = [
             (b"location", profile.bases[first] + quoted),
@@ -388,8 +387,10 @@ class Dispatcher:
                 headers.append((b"link", join((link, quoted, middle, suffix))))
         if self._describedby is not None and len(quoted) < self._describedby_room:
             headers.append((b"link", self._describedby + quoted + _DESCRIBEDBY_TAIL))
-        if digest is not None and not maybe_outdated:  # an old copy has another hash
-            headers.append((b"digest", digest))
+        if not maybe_outdated:  # an old copy has another hash
+            digest = index.digest_header(pos)
+            if digest is not None:
+                headers.append((b"digest", digest))
         return headers
 
     async def redirect_decision(
@@ -404,12 +405,12 @@ class Dispatcher:
             (b"x-mirrorhub-mirror", chosen.mirror.name.encode("ascii", "replace")),
         ]
         headers.extend(link_headers(decision, self.max_links))
-        quoted, _ = index.rendered(pos)
+        quoted = index.rendered(pos)
         if self._describedby is not None and len(quoted) < self._describedby_room:
             headers.append((b"link", self._describedby + quoted + _DESCRIBEDBY_TAIL))
-        digest = index.sha256_digest(pos)
-        if digest is not None and not chosen.maybe_outdated:
-            headers.append((b"digest", b"SHA-256=" + base64.b64encode(digest)))
+        digest = index.digest_header(pos) if not chosen.maybe_outdated else None
+        if digest is not None:
+            headers.append((b"digest", digest))
         await send({"type": "http.response.start", "status": 302, "headers": headers})
         await send(_EMPTY_BODY)
 

@@ -170,6 +170,7 @@ def assert_same_answers(patched: Index, rebuilt: Index, paths: set[str], seed: i
             continue
         assert patched.origin_file(p) == rebuilt.origin_file(r)
         assert patched.rendered(p) == rebuilt.rendered(r)
+        assert patched.digest_header(p) == rebuilt.digest_header(r)
         for client in CLIENTS:
             for options in OPTIONS:
                 for now in (240.0, 2000.0):
