@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import gc
 import ipaddress
 import random
@@ -340,3 +341,44 @@ def test_bands_past_256_mirrors_hold_wide_positions() -> None:
     assert sorted(band.members) == list(range(300))
     picks = index.fast_pick(0, profile, random.Random(3), 240.0)
     assert picks is not None and picks[0][0] in band.members
+
+
+def test_a_clean_files_band_is_the_band_its_own_walk_finds() -> None:
+    """band_walk takes a ranking's clean walk (fast_path.CleanWalk) for a file that every
+    mirror the walk visits holds current; the positions are those a walk of the file's
+    own finds, over seeded worlds with scoped mirrors, missing and outdated copies, re-check
+    confirmations and scans older than files. Both ways are taken often."""
+    taken: Counter[bool] = Counter()
+    for seed in range(150):
+        rng = random.Random(seed)
+        source, config, _, places = loaded_world(rng)
+        # Most files older than every scan (50 s) and few scoped mirrors, as in a real
+        # tree, so that the clean walk often holds.
+        files = [(*f[:5], 50.0 if rng.random() < 0.7 else f[5]) for f in source.files]
+        mirrors = [
+            (dataclasses.replace(m, scope=()) if rng.random() < 0.9 else m, state)
+            for m, state in source.mirrors
+        ]
+        index = build_index(dataclasses.replace(source, files=files, mirrors=mirrors), config)
+        for cc, cont, lat, lon in rng.sample(places, 2):
+            client = Client(ipaddress.ip_address("198.51.100.1"), Location(cc, cont, lat, lon))
+            profile = index.profile(client, Options())
+            for pos in range(len(index)):
+                facts = index._facts(pos)
+                args = (config.band, config.alternates, False)
+                found = fast_path.band_walk(profile, *facts, *args)
+                clean = profile.clean_walks[config.alternates]
+                path, changed_at, bad = facts[:3]
+                taken[
+                    changed_at <= clean.oldest_scan
+                    and (bad is None or clean.slots.isdisjoint(bad))
+                    and all(path.startswith(s) for s in clean.scopes)
+                ] += 1
+                members, others = fast_path._walk(profile, profile.scopes, *facts, *args)
+                if not members:
+                    assert found is None
+                    continue
+                assert found is not None
+                assert (list(found.members), list(found.others)) == (members, others)
+                assert found.path == path and found.bad is bad and not found.tolerate
+    assert taken[True] > 500 and taken[False] > 500, taken

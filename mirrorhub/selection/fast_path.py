@@ -120,8 +120,77 @@ def band_walk(
     tolerate: bool,
     stamp: int = -1,
 ) -> FastBand | None:
+    if not tolerate:
+        clean = profile.clean_walks.get(alternates)
+        if clean is None or clean.band is not band:
+            clean = profile.clean_walks[alternates] = _clean_walk(profile, band, alternates)
+        if (
+            changed_at <= clean.oldest_scan
+            and (bad is None or clean.slots.isdisjoint(bad))
+            and (not clean.scopes or all(path.startswith(s) for s in clean.scopes))
+        ):
+            # Every mirror the walk would visit holds the file current: it would accept
+            # each, so its band is the clean walk's.
+            shape = clean.shape
+            if shape is None:
+                return None
+            return _band(
+                shape, alternates, path, changed_at, bad, kinds, confirmations, False, stamp
+            )
+    members, others = _walk(
+        profile, profile.scopes, path, changed_at, bad, kinds, confirmations, band, alternates,
+        tolerate,
+    )  # fmt: skip
+    if not members:
+        return None
+    shape = _shared_shape(profile, members, others, alternates)
+    return _band(shape, alternates, path, changed_at, bad, kinds, confirmations, tolerate, stamp)
+
+
+@dataclass(frozen=True, slots=True)
+class CleanWalk:
+    """What :func:`band_walk` finds for a file that every mirror it visits holds current
+    (none lacks it, none was last scanned before it changed, every scoped one carries its
+    sub-tree): each is accepted, so the walk follows from the ranking alone. A file is
+    such a file when nothing it is tested on fails for the mirrors in ``slots``."""
+
+    band: Band
+    shape: FastBand | None  # None: an empty ranking
+    slots: frozenset[int]  # the mirrors (slot indices) the walk visits
+    oldest_scan: float  # their oldest last scan
+    scopes: tuple[tuple[str, ...], ...]  # the sub-trees of the scoped ones among them
+
+
+def _clean_walk(profile: Profile, band: Band, alternates: int) -> CleanWalk:
+    no_scopes: tuple[tuple[str, ...], ...] = ((),) * len(profile.scopes)
+    members, others = _walk(
+        profile, no_scopes, "", float("-inf"), None, None, None, band, alternates, False
+    )
+    visited = members + others
+    return CleanWalk(
+        band,
+        _shared_shape(profile, members, others, alternates) if members else None,
+        frozenset(profile.idx[i] for i in visited),
+        min((profile.last_scans[i] for i in visited), default=float("inf")),
+        tuple({profile.scopes[i] for i in visited if profile.scopes[i]}),
+    )
+
+
+def _walk(
+    profile: Profile,
+    scopes: Sequence[tuple[str, ...]],
+    path: str,
+    changed_at: float,
+    bad: Sequence[int] | None,
+    kinds: Sequence[int] | None,
+    confirmations: dict[int, float] | None,
+    band: Band,
+    alternates: int,
+    tolerate: bool,
+) -> tuple[list[int], list[int]]:
+    """The band's members and the fresh candidates after it: positions in the ranking."""
     idx, tiers, dists = profile.idx, profile.tiers, profile.distances
-    scopes, last_scans = profile.scopes, profile.last_scans
+    last_scans = profile.last_scans
     members: list[int] = []
     others: list[int] = []
     best_tier = -1
@@ -153,17 +222,21 @@ def band_walk(
         others.append(i)
         if len(others) >= max(alternates, SPILL_CANDIDATES):
             break
-    if not members:
-        return None
-    # Most files have the band of most others for this ranking (every near mirror holds
-    # them): those bands share one shape's tuples (~1 KB of the ~1.5 KB a band held).
-    key = (alternates, len(members), *members, *others)
-    shapes = profile.band_shapes
-    shape = shapes.get(key)
-    if shape is None:
-        shape = _shape(profile, members, others, alternates)
-        if len(shapes) < BAND_SHAPES_KEPT:
-            shapes[key] = shape
+    return members, others
+
+
+def _band(
+    shape: FastBand,
+    alternates: int,
+    path: str,
+    changed_at: float,
+    bad: Sequence[int] | None,
+    kinds: Sequence[int] | None,
+    confirmations: dict[int, float] | None,
+    tolerate: bool,
+    stamp: int,
+) -> FastBand:
+    """A band with ``shape``'s positions and the file's own facts."""
     return FastBand(
         shape.members,
         shape.cumulative,
@@ -183,6 +256,21 @@ def band_walk(
         tolerate,
         stamp,
     )
+
+
+def _shared_shape(
+    profile: Profile, members: list[int], others: list[int], alternates: int
+) -> FastBand:
+    """Most files have the band of most others for this ranking (every near mirror holds
+    them): those bands share one shape's tuples (~1 KB of the ~1.5 KB a band held)."""
+    key = (alternates, len(members), *members, *others)
+    shapes = profile.band_shapes
+    shape = shapes.get(key)
+    if shape is None:
+        shape = _shape(profile, members, others, alternates)
+        if len(shapes) < BAND_SHAPES_KEPT:
+            shapes[key] = shape
+    return shape
 
 
 def _shape(profile: Profile, members: list[int], others: list[int], alternates: int) -> FastBand:

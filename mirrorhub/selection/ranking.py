@@ -34,7 +34,7 @@ from mirrorhub.domain import (
 from mirrorhub.geo import distance_km
 
 if TYPE_CHECKING:
-    from mirrorhub.selection.fast_path import FastBand
+    from mirrorhub.selection.fast_path import CleanWalk, FastBand
 
 # Order in which per-file reasons are reported by kind code stored in the index.
 KIND_MISSING = 0
@@ -133,6 +133,9 @@ class Profile:
     band_shapes: dict[tuple[int, ...], FastBand] = field(
         default_factory=dict, compare=False, repr=False
     )
+    # The walk of a file every mirror it visits holds current, by alternates
+    # (fast_path.CleanWalk): most files take its band without a walk of their own.
+    clean_walks: dict[int, CleanWalk] = field(default_factory=dict, compare=False, repr=False)
 
     @property
     def ranked(self) -> tuple[Ranked, ...]:
