@@ -74,17 +74,19 @@ class FastBand:
     It depends only on the profile and the file, so the index may cache it per pair.
     """
 
-    # Positions and capacities are ``bytes`` (``array('H')`` in rankings past 256 mirrors)
-    # and ``array('d')``, not tuples: objects the garbage collector never walks. A
-    # request mix wider than the band cache makes a band per request, and a young
-    # collection visited every item of their tuples (~0.3 s for 50,000 bands at 1M files).
+    # Positions are ``bytes`` (``array('H')`` in rankings past 256 mirrors), not tuples:
+    # objects the garbage collector never walks. A request mix wider than the band cache
+    # makes a band per request, and a young collection visited every item of their tuples
+    # (~0.3 s for 50,000 bands at 1M files). Capacities stay tuples of floats: read from
+    # an array('d'), each would be a new float, ~650 instructions more per redirect
+    # (bench.instructions); a tuple of floats is untracked at its first collection.
     members: Sequence[int]  # positions in profile.ranked, rank order
-    cumulative: Sequence[float]  # running capacity sums over members
+    cumulative: tuple[float, ...]  # running capacity sums over members
     by_capacity: Sequence[int]  # members, largest capacity first (stable)
     others: Sequence[int]  # fresh candidates after the band (spill candidates first)
-    member_caps: Sequence[float] = ()
+    member_caps: tuple[float, ...] = ()
     member_names: tuple[str, ...] = ()  # interned (_names): bands share them
-    spill_caps: Sequence[float] = ()
+    spill_caps: tuple[float, ...] = ()
     spill_names: tuple[str, ...] = ()
     # by_capacity + others, cut to what an answer with ``head_alternates`` alternates can
     # list after any chosen mirror (one more than that): the alternates are read from here.
@@ -286,12 +288,12 @@ def _shape(profile: Profile, members: list[int], others: list[int], alternates: 
     positions = bytes if len(caps) <= 256 else _wide_positions
     return FastBand(
         positions(members),
-        array("d", cumulative),
+        tuple(cumulative),
         positions(by_capacity),
         positions(others),
-        array("d", [caps[i] for i in members]),
+        tuple([caps[i] for i in members]),  # the ranking's float objects
         _names(tuple([names[i] for i in members])),
-        array("d", [caps[i] for i in spill]),
+        tuple([caps[i] for i in spill]),
         _names(tuple([names[i] for i in spill])),
         positions((by_capacity + others)[: alternates + 1]),
         alternates,
