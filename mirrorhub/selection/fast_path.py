@@ -78,7 +78,7 @@ class FastBand:
     # objects the garbage collector never walks. A request mix wider than the band cache
     # makes a band per request, and a young collection visited every item of their tuples
     # (~0.3 s for 50,000 bands at 1M files). Capacities stay tuples of floats: read from
-    # an array('d'), each would be a new float, ~650 instructions more per redirect
+    # an array('d'), each was a new float, ~220 instructions more per redirect
     # (bench.instructions); a tuple of floats is untracked at its first collection.
     members: Sequence[int]  # positions in profile.ranked, rank order
     cumulative: tuple[float, ...]  # running capacity sums over members
