@@ -277,8 +277,9 @@ def test_bands_with_the_same_positions_share_their_tuples() -> None:
 
 def test_band_fields_are_objects_the_collector_never_walks() -> None:
     """A request mix wider than the band cache makes a band per request: their positions
-    are bytes (never tracked), their name tuples are shared between bands of the same
-    mirrors, and the rendered paths' cache holds bytes only, so its dict stays untracked."""
+    are bytes (never tracked), their tuples of names and capacities are shared between
+    bands of the same mirrors, and the rendered paths' and Digest values' caches hold bytes
+    only, so their dicts stay untracked."""
     mirrors = [
         (
             Mirror(
@@ -310,6 +311,8 @@ def test_band_fields_are_objects_the_collector_never_walks() -> None:
         assert a is not None and b is not None
         assert a.members == b.members and a.members is not b.members
         assert a.member_names is b.member_names and a.spill_names is b.spill_names
+        assert a.member_caps is b.member_caps and a.cumulative is b.cumulative
+        assert a.spill_caps is b.spill_caps
     for pos in range(len(index)):
         assert index.rendered(pos) == f"pub/f{pos + 1}.iso".encode()
         assert index.digest_header(pos) is not None

@@ -13,6 +13,7 @@ import random
 from array import array
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 from mirrorhub.fifo import FifoCache
 from mirrorhub.load import (
@@ -34,6 +35,8 @@ from mirrorhub.selection.ranking import (
     RoomMemo,
     within_band,
 )
+
+T = TypeVar("T")
 
 
 def fast_choose(
@@ -85,7 +88,7 @@ class FastBand:
     by_capacity: Sequence[int]  # members, largest capacity first (stable)
     others: Sequence[int]  # fresh candidates after the band (spill candidates first)
     member_caps: tuple[float, ...] = ()
-    member_names: tuple[str, ...] = ()  # interned (_names): bands share them
+    member_names: tuple[str, ...] = ()  # shared (_shared), as are the capacities
     spill_caps: tuple[float, ...] = ()
     spill_names: tuple[str, ...] = ()
     # by_capacity + others, cut to what an answer with ``head_alternates`` alternates can
@@ -288,13 +291,13 @@ def _shape(profile: Profile, members: list[int], others: list[int], alternates: 
     positions = bytes if len(caps) <= 256 else _wide_positions
     return FastBand(
         positions(members),
-        tuple(cumulative),
+        _shared(tuple(cumulative)),
         positions(by_capacity),
         positions(others),
-        tuple([caps[i] for i in members]),  # the ranking's float objects
-        _names(tuple([names[i] for i in members])),
-        tuple([caps[i] for i in spill]),
-        _names(tuple([names[i] for i in spill])),
+        _shared(tuple([caps[i] for i in members])),
+        _shared(tuple([names[i] for i in members])),
+        _shared(tuple([caps[i] for i in spill])),
+        _shared(tuple([names[i] for i in spill])),
         positions((by_capacity + others)[: alternates + 1]),
         alternates,
     )
@@ -304,18 +307,19 @@ def _wide_positions(values: list[int]) -> Sequence[int]:
     return array("H", values)
 
 
-# Mirror names per band member and spill candidate: few distinct tuples (the mirrors near
-# one place), so a band takes the kept one and the tuple just made is freed at once,
-# before the collector ever walks it.
-_NAMES_KEPT: FifoCache[tuple[str, ...], tuple[str, ...]] = FifoCache(4096)
+# The names and capacities of band members and spill candidates: few distinct tuples (the
+# mirrors near one place), so a band takes the kept one and the tuple just made is freed
+# at once, before the collector ever walks it (a ranking of clients without a location is
+# one band of every mirror: three tuples of 200 items per band, unshared).
+_TUPLES_KEPT: FifoCache[tuple[object, ...], tuple[object, ...]] = FifoCache(8192)
 
 
-def _names(names: tuple[str, ...]) -> tuple[str, ...]:
-    kept = _NAMES_KEPT.get(names)
+def _shared(values: tuple[T, ...]) -> tuple[T, ...]:
+    kept = _TUPLES_KEPT.get(values)
     if kept is None:
-        _NAMES_KEPT.put(names, names)
-        return names
-    return kept
+        _TUPLES_KEPT.put(values, values)
+        return values
+    return kept  # type: ignore[return-value]  # equal to ``values``: the same items
 
 
 def pick_in_band(
