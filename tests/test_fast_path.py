@@ -241,11 +241,9 @@ def test_fast_pick_equals_decide_when_looking_past_the_spill_candidates(
     assert outcomes["further"] > 100 and outcomes["overflow"] > 100, outcomes
 
 
-def test_bands_with_the_same_positions_share_their_tuples() -> None:
-    """Files every near mirror holds get bands of one shape: the same tuple objects, with
-    each file's own facts and answers; a file one mirror lacks gets a band of its own. A
-    ranking keeps at most BAND_SHAPES_KEPT shapes."""
-    mirrors = [
+def berlin_mirrors() -> list[tuple[Mirror, MirrorState]]:
+    """Four mirrors around Berlin, up, of capacities 1,000 to 4,000."""
+    return [
         (
             Mirror(
                 id=i, name=f"m{i}", http_url=f"http://m{i}.example/", https_url=None,
@@ -256,6 +254,13 @@ def test_bands_with_the_same_positions_share_their_tuples() -> None:
         )
         for i in range(1, 5)
     ]  # fmt: skip
+
+
+def test_bands_with_the_same_positions_share_their_tuples() -> None:
+    """Files every near mirror holds get bands of one shape: the same tuple objects, with
+    each file's own facts and answers; a file one mirror lacks gets a band of its own. A
+    ranking keeps at most BAND_SHAPES_KEPT shapes."""
+    mirrors = berlin_mirrors()
     files = [(f, f"pub/f{f}.iso", 10_000, 1, None, 50.0) for f in range(1, 6)]
     missing = [(1, 3), (2, 4), (3, 5)]  # three files, each lacking on another mirror
     source = IndexSource(1, mirrors, files, missing, missing, [])
@@ -280,17 +285,7 @@ def test_band_fields_are_objects_the_collector_never_walks() -> None:
     are bytes (never tracked), their tuples of names and capacities are shared between
     bands of the same mirrors, and the rendered paths' and Digest values' caches hold bytes
     only, so their dicts stay untracked."""
-    mirrors = [
-        (
-            Mirror(
-                id=i, name=f"m{i}", http_url=f"http://m{i}.example/", https_url=None,
-                country="DE", continent="EU", latitude=52.5, longitude=13.4 + i / 10,
-                capacity=1000 * i,
-            ),
-            MirrorState(Health.UP, last_good_scan=300.0),
-        )
-        for i in range(1, 5)
-    ]  # fmt: skip
+    mirrors = berlin_mirrors()
     files = [(f, f"pub/f{f}.iso", 10_000, 1, "ab" * 32, 50.0) for f in range(1, 8)]
     # (mirror, file): shapes for files 1-2, 3, 4-5 and 6-7, more than BAND_SHAPES_KEPT
     missing = [(1, 3), (2, 4), (2, 5), (3, 6), (3, 7)]
