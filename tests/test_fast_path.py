@@ -23,9 +23,11 @@ from mirrorhub.domain import (
     Restrictions,
     Scheme,
 )
-from mirrorhub.index import IndexConfig, IndexSource, build_index
+from mirrorhub.index import Index, IndexConfig, IndexSource, build_index
 from mirrorhub.load import LoadView, make_view
 from mirrorhub.selection import Band, fast_path
+from mirrorhub.selection.fast_path import FastBand
+from mirrorhub.selection.ranking import Profile
 
 COUNTRIES = [
     ("DE", "EU", 52.5, 13.4),
@@ -256,19 +258,28 @@ def berlin_mirrors() -> list[tuple[Mirror, MirrorState]]:
     ]  # fmt: skip
 
 
-def test_bands_with_the_same_positions_share_their_tuples() -> None:
-    """Files every near mirror holds get bands of one shape: the same tuple objects, with
-    each file's own facts and answers; a file one mirror lacks gets a band of its own. A
-    ranking keeps at most BAND_SHAPES_KEPT shapes."""
-    mirrors = berlin_mirrors()
-    files = [(f, f"pub/f{f}.iso", 10_000, 1, None, 50.0) for f in range(1, 6)]
-    missing = [(1, 3), (2, 4), (3, 5)]  # three files, each lacking on another mirror
-    source = IndexSource(1, mirrors, files, missing, missing, [])
+def berlin_bands(
+    files: int, missing: list[tuple[int, int]], sha: str | None
+) -> tuple[Index, Profile, list[FastBand | None]]:
+    """An index of ``files`` files pub/f1.iso ... on :func:`berlin_mirrors`, each (mirror,
+    file) of ``missing`` lacking there; a Berlin client's ranking and each file's band (all
+    of them bands: every file has a current copy near)."""
+    rows = [(f, f"pub/f{f}.iso", 10_000, 1, sha, 50.0) for f in range(1, files + 1)]
+    source = IndexSource(1, berlin_mirrors(), rows, missing, missing, [])
     index = build_index(source, IndexConfig(Band(1.5, 500.0), 2, 0, (), ()))
     client = Client(ipaddress.ip_address("192.0.2.7"), Location("DE", "EU", 52.5, 13.4))
     profile = index.profile(client, Options())
     bands = [index.fast_band(pos, profile) for pos in range(len(index))]
     assert all(b is not None for b in bands)
+    return index, profile, bands
+
+
+def test_bands_with_the_same_positions_share_their_tuples() -> None:
+    """Files every near mirror holds get bands of one shape: the same tuple objects, with
+    each file's own facts and answers; a file one mirror lacks gets a band of its own. A
+    ranking keeps at most BAND_SHAPES_KEPT shapes."""
+    # three files, each lacking on another mirror
+    _, profile, bands = berlin_bands(5, [(1, 3), (2, 4), (3, 5)], sha=None)
     first, second = bands[0], bands[1]
     assert first is not None and second is not None
     assert first is not second and first.answers is not second.answers
@@ -285,16 +296,8 @@ def test_band_fields_are_objects_the_collector_never_walks() -> None:
     are bytes (never tracked), their tuples of names and capacities are shared between
     bands of the same mirrors, and the rendered paths' and Digest values' caches hold bytes
     only, so their dicts stay untracked."""
-    mirrors = berlin_mirrors()
-    files = [(f, f"pub/f{f}.iso", 10_000, 1, "ab" * 32, 50.0) for f in range(1, 8)]
     # (mirror, file): shapes for files 1-2, 3, 4-5 and 6-7, more than BAND_SHAPES_KEPT
-    missing = [(1, 3), (2, 4), (2, 5), (3, 6), (3, 7)]
-    source = IndexSource(1, mirrors, files, missing, missing, [])
-    index = build_index(source, IndexConfig(Band(1.5, 500.0), 2, 0, (), ()))
-    client = Client(ipaddress.ip_address("192.0.2.7"), Location("DE", "EU", 52.5, 13.4))
-    profile = index.profile(client, Options())
-    bands = [index.fast_band(pos, profile) for pos in range(len(index))]
-    assert all(b is not None for b in bands)
+    index, _, bands = berlin_bands(7, [(1, 3), (2, 4), (2, 5), (3, 6), (3, 7)], sha="ab" * 32)
     assert len({id(b.members) for b in bands if b is not None}) > fast_path.BAND_SHAPES_KEPT
     for band in bands:
         assert band is not None
