@@ -109,7 +109,7 @@ class IndexBuilder:
                         continue
                     found = (
                         array("H", listed) if wide else bytes(listed),
-                        bytes([kind[c] for c in codes]),
+                        index.shared_kinds(bytes([kind[c] for c in codes])),
                     )
                     if len(shared) < SHARED_SETS:
                         shared[text] = found
@@ -129,7 +129,8 @@ class IndexBuilder:
         same slice of ``kinds``. Every file gets its set's one shared pair of objects."""
         index = self.index
         with paused_gc():
-            sets = [(positions[a:b], kinds[a:b]) for a, b in itertools.pairwise(offsets)]
+            shared = index.shared_kinds
+            sets = [(positions[a:b], shared(kinds[a:b])) for a, b in itertools.pairwise(offsets)]
             ids, paths, bad, kind_of = index.file_ids, index.paths, index.bad, index.kinds
             end, pos = len(ids), 0
             for file_id, number in zip(file_ids, set_of, strict=True):

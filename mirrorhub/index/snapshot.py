@@ -38,6 +38,7 @@ from mirrorhub.selection.ranking import FileFacts, Profile, make_slot, rank_mirr
 _ORIGIN_REASONS = (None, OriginReason.TOO_SMALL, OriginReason.ORIGIN_ONLY)
 RENDER_CACHE_SIZE = 65536
 _NO_SHA = "0" * 64
+_SHARED_KINDS_LEN = 8  # at most 2 ** 9 - 2 kept values
 
 
 class NeedsRebuild(Exception):
@@ -70,6 +71,9 @@ class Index:
         self._dir_files: dict[str, int] = {}  # "a/b/" -> live files below it
         self.bad: list[Sequence[int] | None] = []
         self.kinds: list[bytes | None] = []
+        # Kinds lists are few by value (2 ** n for n mirrors lacking a file), so files share
+        # one object per value (~12 MB less at 1M files, where positions are shared per set).
+        self._kinds_kept: dict[bytes, bytes] = {}
         self.confirmations: dict[int, dict[int, float]] = {}
         self.live = 0
         # Values are bytes: the dict is then never tracked by the garbage collector (a tuple
@@ -197,12 +201,19 @@ class Index:
             self.bad[pos] = self.kinds[pos] = None
             return
         self.bad[pos] = bytes(found) if max(found) < 256 else array("H", found)
-        self.kinds[pos] = kinds
+        self.kinds[pos] = self.shared_kinds(kinds)
 
     def put_diff_positions(self, pos: int, positions: Sequence[int], kinds: bytes) -> None:
         """Like :meth:`put_diffs` with mirror positions instead of ids (bulk loading)."""
         self.bad[pos] = positions or None
-        self.kinds[pos] = kinds or None
+        self.kinds[pos] = self.shared_kinds(kinds) if kinds else None
+
+    def shared_kinds(self, kinds: bytes) -> bytes:
+        """The one object kept for this value of a kinds list (short ones; a long one is
+        rare, and almost every value of it distinct)."""
+        if len(kinds) > _SHARED_KINDS_LEN:
+            return kinds
+        return self._kinds_kept.setdefault(kinds, kinds)
 
     def mirror_positions(self) -> dict[int, int]:
         """Mirror id -> position (a copy)."""

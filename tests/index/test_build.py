@@ -94,3 +94,27 @@ def test_diff_sets_equal_code_lists(groups: dict[int, dict[int, bool]], wide: bo
         assert (a.bad[pos] is None) == (b.bad[pos] is None)
         assert list(a.bad[pos] or ()) == list(b.bad[pos] or ())
         assert a.kinds[pos] == b.kinds[pos]
+
+
+def test_files_with_equal_kinds_share_one_object_whichever_way_they_came() -> None:
+    # Files 1 and 2 lack different mirrors the same way (missing, outdated): one kinds
+    # object between them, as at 1M files most kinds lists repeat a few hundred values.
+    groups = {1: {1: True, 2: False}, 2: {5: True, 9: False}, 3: {1: False, 2: True}}
+    plain, lists, sets = (IndexBuilder(IndexConfig(), MIRRORS, 1) for _ in range(3))
+    for builder in (plain, lists, sets):
+        builder.add_files(FILES)
+    plain.add_diffs(
+        (f, list(lacking), bytes(KIND_MISSING if m else KIND_OUTDATED for m in lacking.values()))
+        for f, lacking in groups.items()
+    )
+    lists.add_diff_lists(
+        (f, ",".join(str(2 * m + missing) for m, missing in lacking.items()))
+        for f, lacking in groups.items()
+    )
+    sets.add_diff_sets(*_sets(groups, sets.index.mirror_positions(), wide=False))
+    for index in (plain.finish(), lists.finish(), sets.finish()):
+        assert index.kinds[0] == index.kinds[1] == bytes([KIND_MISSING, KIND_OUTDATED])
+        assert index.kinds[0] is index.kinds[1]
+        assert index.kinds[2] == bytes([KIND_OUTDATED, KIND_MISSING])
+        index.put_diffs(3, [2, 9], bytes([KIND_OUTDATED, KIND_MISSING]))  # a live update
+        assert index.kinds[3] is index.kinds[2]
