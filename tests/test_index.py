@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import ipaddress
 import random
 
@@ -169,3 +170,24 @@ def test_the_ranking_and_band_caches_keep_their_configured_bounds() -> None:
         for pos in range(len(index)):
             index.fast_pick(pos, profile, random.Random(1), 0.0)
     assert len(index._bands) == 3
+
+
+def test_rendered_path_and_digest_follow_the_files_facts() -> None:
+    """The rendered path and the Digest value share one cache entry per file; a change to
+    the file (a new checksum, none, a spelling that needs escapes) is seen at once."""
+    idx = build_index(source(), CONFIG)
+    a, b = idx.lookup("pub/a.iso"), idx.lookup("pub/sub/b.iso")
+    assert a is not None and b is not None
+    for _ in range(2):  # made, then kept
+        assert idx.rendered(a) == b"pub/a.iso"
+        assert idx.digest_header(a) == b"SHA-256=" + base64.b64encode(bytes(32))
+        assert idx.rendered(b) == b"pub/sub/b.iso" and idx.digest_header(b) is None
+    idx.put_file((12, "pub/sub/b.iso", 20_000, 2, "ff" * 32, 11.0))
+    assert idx.digest_header(b) == b"SHA-256=" + base64.b64encode(b"\xff" * 32)
+    assert idx.rendered(b) == b"pub/sub/b.iso"
+    idx.put_file((11, "pub/a.iso", 10_000, 1, None, 11.0))
+    assert idx.digest_header(a) is None and idx.rendered(a) == b"pub/a.iso"
+    idx.append_files([(20, "pub/ä b.iso", 10_000, 1, "01" * 32, 12.0)])
+    c = idx.lookup("pub/ä b.iso")
+    assert c is not None and idx.rendered(c) == b"pub/%C3%A4%20b.iso"
+    assert idx.digest_header(c) == b"SHA-256=" + base64.b64encode(b"\x01" * 32)

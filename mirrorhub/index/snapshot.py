@@ -39,6 +39,7 @@ _ORIGIN_REASONS = (None, OriginReason.TOO_SMALL, OriginReason.ORIGIN_ONLY)
 RENDER_CACHE_SIZE = 65536
 _NO_SHA = "0" * 64
 _SHARED_KINDS_LEN = 8  # at most 2 ** 9 - 2 kept values
+_DIGEST_LEN = len(b"SHA-256=") + 44  # and base64 of 32 bytes
 
 
 class NeedsRebuild(Exception):
@@ -76,12 +77,13 @@ class Index:
         self._kinds_kept: dict[bytes, bytes] = {}
         self.confirmations: dict[int, dict[int, float]] = {}
         self.live = 0
-        # Values are bytes: the dict is then never tracked by the garbage collector (a tuple
-        # per entry was one more object for each young collection to walk).
+        # Each file's %-encoded path, then its Digest value when the origin gave a SHA-256
+        # (made again on every rendered answer, that value cost ~300 instructions per
+        # redirect, ~2,000 with every mirror held back). One bytes value per file: the dict
+        # is never tracked by the garbage collector (a tuple per entry was one more object
+        # for each young collection to walk), and one cache, not two, is ~8 MB less when full
+        # and one put per rendered answer.
         self._rendered: FifoCache[int, bytes] = FifoCache(RENDER_CACHE_SIZE)
-        # Made again on every rendered answer, the value cost ~300 instructions per
-        # redirect, ~2,000 with every mirror held back (bench.instructions).
-        self._digests: FifoCache[int, bytes] = FifoCache(RENDER_CACHE_SIZE)
         # Kept on the profiles (Profile.bands), under one bound.
         self._bands: SpreadFifo[int, FastBand | int] = SpreadFifo(config.band_cache)
         # The dispatcher that keeps its rendered answers on this index's bands (FastBand.answers).
@@ -239,7 +241,6 @@ class Index:
         """Forget what was cached about the file at ``pos``."""
         self.stamps[pos] = (self.stamps[pos] + 1) & 0xFFFFFFFF
         self._rendered.pop(pos)
-        self._digests.pop(pos)
 
     def _origin_flags(self, paths: Sequence[str], sizes: Sequence[int]) -> bytes:
         """Each file's index into _ORIGIN_REASONS: 1 too small, 2 an origin-only name."""
@@ -301,20 +302,23 @@ class Index:
 
     def rendered(self, pos: int) -> bytes:
         """The file's %-encoded path (cached, bounded)."""
-        hit = self._rendered.get(pos)
-        if hit is None:
-            hit = quote_path(self.paths[pos]).encode("ascii")
-            self._rendered.put(pos, hit)
-        return hit
+        hit = self._rendered.get(pos) or self._render(pos)
+        return hit[:-_DIGEST_LEN] if self.has_sha[pos] else hit
 
     def digest_header(self, pos: int) -> bytes | None:
-        """The file's ``Digest`` header value, if the origin gave its SHA-256."""
-        hit = self._digests.get(pos)
-        if hit is None:  # b"": the origin gave none
-            digest = self.sha256_digest(pos)
-            hit = b"" if digest is None else b"SHA-256=" + base64.b64encode(digest)
-            self._digests.put(pos, hit)
-        return hit or None
+        """The file's ``Digest`` header value, if the origin gave its SHA-256 (cached with
+        the rendered path)."""
+        if not self.has_sha[pos]:
+            return None
+        return (self._rendered.get(pos) or self._render(pos))[-_DIGEST_LEN:]
+
+    def _render(self, pos: int) -> bytes:
+        rendered = quote_path(self.paths[pos]).encode("ascii")
+        digest = self.sha256_digest(pos)
+        if digest is not None:
+            rendered += b"SHA-256=" + base64.b64encode(digest)
+        self._rendered.put(pos, rendered)
+        return rendered
 
     def fast_pick(
         self,
