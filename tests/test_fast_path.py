@@ -294,8 +294,8 @@ def test_bands_with_the_same_positions_share_their_tuples() -> None:
 def test_band_fields_are_objects_the_collector_never_walks() -> None:
     """A request mix wider than the band cache makes a band per request: their positions
     are bytes (never tracked), their tuples of names and capacities are shared between
-    bands of the same mirrors, and the rendered paths' and Digest values' cache holds bytes
-    only, so its dict stays untracked."""
+    bands of the same mirrors, and the rendered paths' and Digest values' caches hold bytes
+    only, so their dicts stay untracked."""
     # (mirror, file): shapes for files 1-2, 3, 4-5 and 6-7, more than BAND_SHAPES_KEPT
     index, _, bands = berlin_bands(7, [(1, 3), (2, 4), (2, 5), (3, 6), (3, 7)], sha="ab" * 32)
     assert len({id(b.members) for b in bands if b is not None}) > fast_path.BAND_SHAPES_KEPT
@@ -314,7 +314,7 @@ def test_band_fields_are_objects_the_collector_never_walks() -> None:
     for pos in range(len(index)):
         assert index.rendered(pos) == f"pub/f{pos + 1}.iso".encode()
         assert index.digest_header(pos) is not None
-    assert not gc.is_tracked(index._rendered.data)
+    assert not gc.is_tracked(index._rendered.data) and not gc.is_tracked(index._digests.data)
 
 
 def test_bands_past_256_mirrors_hold_wide_positions() -> None:

@@ -173,8 +173,8 @@ def test_the_ranking_and_band_caches_keep_their_configured_bounds() -> None:
 
 
 def test_rendered_path_and_digest_follow_the_files_facts() -> None:
-    """The rendered path and the Digest value share one cache entry per file; a change to
-    the file (a new checksum, none, a spelling that needs escapes) is seen at once."""
+    """The rendered path and the Digest value, kept per file, follow a change to the file
+    (a new checksum, none, the file removed); a new file's path is %-encoded."""
     idx = build_index(source(), CONFIG)
     a, b = idx.lookup("pub/a.iso"), idx.lookup("pub/sub/b.iso")
     assert a is not None and b is not None
@@ -182,6 +182,7 @@ def test_rendered_path_and_digest_follow_the_files_facts() -> None:
         assert idx.rendered(a) == b"pub/a.iso"
         assert idx.digest_header(a) == b"SHA-256=" + base64.b64encode(bytes(32))
         assert idx.rendered(b) == b"pub/sub/b.iso" and idx.digest_header(b) is None
+        assert a in idx._rendered and b in idx._rendered
     idx.put_file((12, "pub/sub/b.iso", 20_000, 2, "ff" * 32, 11.0))
     assert idx.digest_header(b) == b"SHA-256=" + base64.b64encode(b"\xff" * 32)
     assert idx.rendered(b) == b"pub/sub/b.iso"
@@ -191,3 +192,5 @@ def test_rendered_path_and_digest_follow_the_files_facts() -> None:
     c = idx.lookup("pub/ä b.iso")
     assert c is not None and idx.rendered(c) == b"pub/%C3%A4%20b.iso"
     assert idx.digest_header(c) == b"SHA-256=" + base64.b64encode(b"\x01" * 32)
+    idx.drop_file(20)
+    assert idx.digest_header(c) is None and c not in idx._rendered

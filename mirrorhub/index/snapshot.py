@@ -39,7 +39,6 @@ _ORIGIN_REASONS = (None, OriginReason.TOO_SMALL, OriginReason.ORIGIN_ONLY)
 RENDER_CACHE_SIZE = 65536
 _NO_SHA = "0" * 64
 _SHARED_KINDS_LEN = 8  # at most 2 ** 9 - 2 kept values
-_DIGEST_LEN = len(b"SHA-256=") + 44  # and base64 of 32 bytes
 
 
 class NeedsRebuild(Exception):
@@ -77,13 +76,14 @@ class Index:
         self._kinds_kept: dict[bytes, bytes] = {}
         self.confirmations: dict[int, dict[int, float]] = {}
         self.live = 0
-        # Each file's %-encoded path, then its Digest value when the origin gave a SHA-256
-        # (made again on every rendered answer, that value cost ~300 instructions per
-        # redirect, ~2,000 with every mirror held back). One bytes value per file: the dict
-        # is never tracked by the garbage collector (a tuple per entry was one more object
-        # for each young collection to walk), and one cache, not two, is ~8 MB less when full
-        # and one put per rendered answer.
+        # Values are bytes: the dict is then never tracked by the garbage collector (a tuple
+        # per entry was one more object for each young collection to walk).
         self._rendered: FifoCache[int, bytes] = FifoCache(RENDER_CACHE_SIZE)
+        # Made again on every rendered answer, the value cost ~300 instructions per
+        # redirect, ~2,000 with every mirror held back (bench.instructions). Kept apart from
+        # the path: one value for both, cut apart on use, was ~8 MB less when full at 1M
+        # files but ~700 instructions more per held-back redirect (two slices per answer).
+        self._digests: FifoCache[int, bytes] = FifoCache(RENDER_CACHE_SIZE)
         # Kept on the profiles (Profile.bands), under one bound.
         self._bands: SpreadFifo[int, FastBand | int] = SpreadFifo(config.band_cache)
         # The dispatcher that keeps its rendered answers on this index's bands (FastBand.answers).
@@ -206,9 +206,10 @@ class Index:
         self.kinds[pos] = self.shared_kinds(kinds)
 
     def put_diff_positions(self, pos: int, positions: Sequence[int], kinds: bytes) -> None:
-        """Like :meth:`put_diffs` with mirror positions instead of ids (bulk loading)."""
+        """Like :meth:`put_diffs` with mirror positions instead of ids (bulk loading, once
+        per file of a set: ``kinds`` as :meth:`shared_kinds` gave them)."""
         self.bad[pos] = positions or None
-        self.kinds[pos] = self.shared_kinds(kinds) if kinds else None
+        self.kinds[pos] = kinds or None
 
     def shared_kinds(self, kinds: bytes) -> bytes:
         """The one object kept for this value of a kinds list (short ones; a long one is
@@ -241,6 +242,7 @@ class Index:
         """Forget what was cached about the file at ``pos``."""
         self.stamps[pos] = (self.stamps[pos] + 1) & 0xFFFFFFFF
         self._rendered.pop(pos)
+        self._digests.pop(pos)
 
     def _origin_flags(self, paths: Sequence[str], sizes: Sequence[int]) -> bytes:
         """Each file's index into _ORIGIN_REASONS: 1 too small, 2 an origin-only name."""
@@ -302,23 +304,20 @@ class Index:
 
     def rendered(self, pos: int) -> bytes:
         """The file's %-encoded path (cached, bounded)."""
-        hit = self._rendered.get(pos) or self._render(pos)
-        return hit[:-_DIGEST_LEN] if self.has_sha[pos] else hit
+        hit = self._rendered.get(pos)
+        if hit is None:
+            hit = quote_path(self.paths[pos]).encode("ascii")
+            self._rendered.put(pos, hit)
+        return hit
 
     def digest_header(self, pos: int) -> bytes | None:
-        """The file's ``Digest`` header value, if the origin gave its SHA-256 (cached with
-        the rendered path)."""
-        if not self.has_sha[pos]:
-            return None
-        return (self._rendered.get(pos) or self._render(pos))[-_DIGEST_LEN:]
-
-    def _render(self, pos: int) -> bytes:
-        rendered = quote_path(self.paths[pos]).encode("ascii")
-        digest = self.sha256_digest(pos)
-        if digest is not None:
-            rendered += b"SHA-256=" + base64.b64encode(digest)
-        self._rendered.put(pos, rendered)
-        return rendered
+        """The file's ``Digest`` header value, if the origin gave its SHA-256."""
+        hit = self._digests.get(pos)
+        if hit is None:  # b"": the origin gave none
+            digest = self.sha256_digest(pos)
+            hit = b"" if digest is None else b"SHA-256=" + base64.b64encode(digest)
+            self._digests.put(pos, hit)
+        return hit or None
 
     def fast_pick(
         self,
