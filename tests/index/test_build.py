@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from array import array
+from collections.abc import Iterator
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from mirrorhub.domain import Mirror, MirrorState
 from mirrorhub.index import IndexBuilder, IndexConfig
+from mirrorhub.index.source import DiffGroup
 from mirrorhub.selection import KIND_MISSING, KIND_OUTDATED
 
 MIRRORS = [
@@ -18,6 +20,22 @@ MIRRORS = [
 FILES = [(f, f"d{f % 3}/f{f}.iso", 5000, 1, None, 1.0) for f in range(1, 9)]
 
 
+Groups = dict[int, dict[int, bool]]  # file id -> {mirror id: missing (else outdated)}
+
+
+def _plain_groups(groups: Groups) -> Iterator[DiffGroup]:
+    """``groups`` as IndexBuilder.add_diffs takes them."""
+    for f, lacking in sorted(groups.items()):
+        kinds = bytes(KIND_MISSING if m else KIND_OUTDATED for m in lacking.values())
+        yield f, list(lacking), kinds
+
+
+def _code_lists(groups: Groups) -> Iterator[tuple[int, str]]:
+    """``groups`` as IndexBuilder.add_diff_lists takes them (SQL's aggregated codes)."""
+    for f, lacking in sorted(groups.items()):
+        yield f, ",".join(str(2 * m + missing) for m, missing in lacking.items())
+
+
 @settings(max_examples=200, deadline=None)
 @given(
     st.dictionaries(
@@ -25,19 +43,13 @@ FILES = [(f, f"d{f % 3}/f{f}.iso", 5000, 1, None, 1.0) for f in range(1, 9)]
         st.dictionaries(st.sampled_from([1, 2, 5, 9, 12]), st.booleans(), min_size=1),  # 12: new
     )
 )
-def test_code_lists_equal_plain_groups(groups: dict[int, dict[int, bool]]) -> None:
+def test_code_lists_equal_plain_groups(groups: Groups) -> None:
     plain = IndexBuilder(IndexConfig(), MIRRORS, 1)
     bulk = IndexBuilder(IndexConfig(), MIRRORS, 1)
     for builder in (plain, bulk):
         builder.add_files(FILES)
-    plain.add_diffs(
-        (f, list(lacking), bytes(KIND_MISSING if m else KIND_OUTDATED for m in lacking.values()))
-        for f, lacking in groups.items()
-    )
-    bulk.add_diff_lists(
-        (f, ",".join(str(2 * m + missing) for m, missing in lacking.items()))
-        for f, lacking in groups.items()
-    )
+    plain.add_diffs(_plain_groups(groups))
+    bulk.add_diff_lists(_code_lists(groups))
     a, b = plain.finish(), bulk.finish()
     for pos in range(len(FILES)):
         want = sorted(zip(a.bad[pos] or (), a.kinds[pos] or (), strict=True))
@@ -51,7 +63,7 @@ def test_code_lists_equal_plain_groups(groups: dict[int, dict[int, bool]]) -> No
         assert want == expected
 
 
-def _sets(groups: dict[int, dict[int, bool]], positions: dict[int, int], wide: bool) -> tuple:  # type: ignore[type-arg]
+def _sets(groups: Groups, positions: dict[int, int], wide: bool) -> tuple:  # type: ignore[type-arg]
     """What mirrorhub.db.diff_reader makes of ``groups``: shared sets, mirrors unknown to
     ``positions`` left out, a file left with nothing left out."""
     file_ids, set_of, offsets = array("q"), array("I"), array("I", [0])
@@ -79,15 +91,12 @@ def _sets(groups: dict[int, dict[int, bool]], positions: dict[int, int], wide: b
     ),
     st.booleans(),
 )
-def test_diff_sets_equal_code_lists(groups: dict[int, dict[int, bool]], wide: bool) -> None:
+def test_diff_sets_equal_code_lists(groups: Groups, wide: bool) -> None:
     lists = IndexBuilder(IndexConfig(), MIRRORS, 1)
     sets = IndexBuilder(IndexConfig(), MIRRORS, 1)
     for builder in (lists, sets):
         builder.add_files(FILES)
-    lists.add_diff_lists(
-        (f, ",".join(str(2 * m + missing) for m, missing in lacking.items()))
-        for f, lacking in sorted(groups.items())
-    )
+    lists.add_diff_lists(_code_lists(groups))
     sets.add_diff_sets(*_sets(groups, sets.index.mirror_positions(), wide))
     a, b = lists.finish(), sets.finish()
     for pos in range(len(FILES)):
@@ -103,14 +112,8 @@ def test_files_with_equal_kinds_share_one_object_whichever_way_they_came() -> No
     plain, lists, sets = (IndexBuilder(IndexConfig(), MIRRORS, 1) for _ in range(3))
     for builder in (plain, lists, sets):
         builder.add_files(FILES)
-    plain.add_diffs(
-        (f, list(lacking), bytes(KIND_MISSING if m else KIND_OUTDATED for m in lacking.values()))
-        for f, lacking in groups.items()
-    )
-    lists.add_diff_lists(
-        (f, ",".join(str(2 * m + missing) for m, missing in lacking.items()))
-        for f, lacking in groups.items()
-    )
+    plain.add_diffs(_plain_groups(groups))
+    lists.add_diff_lists(_code_lists(groups))
     sets.add_diff_sets(*_sets(groups, sets.index.mirror_positions(), wide=False))
     for index in (plain.finish(), lists.finish(), sets.finish()):
         assert index.kinds[0] == index.kinds[1] == bytes([KIND_MISSING, KIND_OUTDATED])
