@@ -453,12 +453,12 @@ def _pymalloc_mb() -> dict[str, float]:
     for line in text.splitlines():
         name, _, value = line.partition("=")
         name = name.strip().lstrip("# ")
-        if name in wanted:
-            figures[wanted[name]] = round(int(value.strip().replace(",", "")) / 2**20, 1)
-        elif name == "arenas allocated current":
-            figures["arenas_mb"] = float(int(value.strip().replace(",", "")))  # 1 MiB each
-        elif "unused pools" in name:
-            figures["unused_pools"] = round(int(value.strip().replace(",", "")) / 2**20, 1)
+        if name in wanted or name == "arenas allocated current" or "unused pools" in name:
+            number = int(value.strip().replace(",", ""))
+            if name == "arenas allocated current":
+                figures["arenas_mb"] = float(number)  # 1 MiB each
+            else:
+                figures[wanted.get(name, "unused_pools")] = round(number / 2**20, 1)
     return figures
 
 

@@ -44,6 +44,15 @@ class FifoCache(Generic[K, V]):
             order.append(key)
         data[key] = value
 
+    def intern(self: FifoCache[K, K], value: K) -> K:
+        """The kept value equal to ``value``, else ``value``, kept from now on: equal values
+        share one object (a cache whose values are their own keys)."""
+        kept = self.data.get(value)
+        if kept is None:
+            self.put(value, value)
+            return value
+        return kept
+
     def pop(self, key: K) -> V | None:
         """Take ``key`` out. Stored again later, it may be dropped as if stored at first."""
         return self.data.pop(key, None)

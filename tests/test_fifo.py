@@ -95,3 +95,14 @@ def test_spread_entries_stay_bounded_over_many_owners() -> None:
     assert sum(len(o) for o in owners) == len(kept) == 50
     kept.forget()
     assert len(kept) == 0
+
+
+def test_intern_gives_the_kept_equal_value_within_the_bound() -> None:
+    cache: FifoCache[tuple[int, ...], tuple[int, ...]] = FifoCache(2)
+    first = tuple([1, 2])
+    assert cache.intern(first) is first
+    again = tuple([1, 2])
+    assert again is not first and cache.intern(again) is first
+    cache.intern((3,))
+    cache.intern((4,))  # past the bound: (1, 2) is dropped
+    assert cache.intern(again) is again

@@ -315,11 +315,7 @@ _TUPLES_KEPT: FifoCache[tuple[object, ...], tuple[object, ...]] = FifoCache(8192
 
 
 def _shared(values: tuple[T, ...]) -> tuple[T, ...]:
-    kept = _TUPLES_KEPT.get(values)
-    if kept is None:
-        _TUPLES_KEPT.put(values, values)
-        return values
-    return kept  # type: ignore[return-value]  # equal to ``values``: the same items
+    return _TUPLES_KEPT.intern(values)  # type: ignore[return-value]  # equal: the same items
 
 
 def pick_in_band(
